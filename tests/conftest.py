@@ -1,0 +1,41 @@
+"""Shared test fixtures. ``../shared`` (reference data of the official code) is optional: tests that need it skip."""
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / 'shared'
+TEST_DATA_DIR = REPO_ROOT / 'tests' / 'data'
+
+
+def load_reference(name: str) -> dict:
+    """Load ``../shared/reference/<name>`` (a ``*_tiny_A.pt`` dict), skipping the test when it is absent."""
+    path = SHARED_DIR / 'reference' / name
+    if not path.is_file():
+        pytest.skip(f'reference data {path} is not available')
+    return torch.load(path, map_location='cpu', weights_only=False)
+
+
+def reference_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Read a ``*_full_state_dict.txt`` key list (``key<TAB>shape<TAB>dtype``) from ``../shared/reference``."""
+    path = SHARED_DIR / 'reference' / name
+    if not path.is_file():
+        pytest.skip(f'reference key list {path} is not available')
+    return read_key_list(path)
+
+
+def read_key_list(path: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """Parse a key list file: ``#`` lines are comments, others are ``key<TAB>(shape)<TAB>dtype``."""
+    entries = []
+    for line in Path(path).read_text().splitlines():
+        if not line or line.startswith('#'):
+            continue
+        key, shape = line.split('\t')[:2]
+        entries.append((key, tuple(int(dim) for dim in shape.strip('()').split(',') if dim.strip())))
+    return entries
+
+
+def state_dict_key_list(state_dict: dict) -> list[tuple[str, tuple[int, ...]]]:
+    """The same format as :func:`read_key_list`, from a live state_dict."""
+    return [(key, tuple(value.shape)) for key, value in state_dict.items()]
