@@ -1,11 +1,30 @@
 """Every workaround vfsr needs to run stock PyPI ``basicsr`` 1.4.2 and ``facexlib`` 0.3.0 on today's stack.
 
-Import this module before ``basicsr`` (the vfsr packages do so first thing). Each fix is one small function,
-applied once at import, and each has a test in ``tests/test_compat.py`` that fails if the workaround stops working.
-"""
-import importlib.util
-import sys
+Import this module before ``basicsr`` (the vfsr packages do so first thing). Each fix is one small function, applied
+once at import (:func:`apply_all`), and each has a test in ``tests/test_compat.py`` that fails if the workaround stops
+working. We never vendor or fork basicsr: every fix replaces one function or wraps one method.
 
+| problem in the stock package                                   | fix                                  |
+|----------------------------------------------------------------|--------------------------------------|
+| basicsr imports ``torchvision.transforms.functional_tensor``   | :func:`alias_functional_tensor`      |
+| ``BaseModel.get_optimizer`` knows only Adam                    | :func:`any_torch_optimizer`          |
+| video validation creates metric tensors on ``'cuda'``          | :func:`metric_results_on_model_device` |
+| NCCL-only ``init_dist`` and ``torch.cuda.set_device`` on CPU   | :func:`gloo_on_cpu`                  |
+| DDP wrapping passes a CUDA ``device_ids`` on CPU               | :func:`gloo_on_cpu`                  |
+| resume loads states onto ``cuda`` (and is not weights-only safe) | :func:`resume_on_any_device`       |
+| ``torch.distributed.launch`` passes ``--local-rank``           | :func:`accept_local_rank_dash`       |
+| facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
+| facexlib arcface init calls ``.to('cuda')``; facexlib downloads | :func:`facexlib_offline_any_device`  |
+"""
+import functools
+import importlib.util
+import os
+import sys
+import types
+from collections import Counter
+
+import numpy as np
+import torch
 import torchvision.transforms.functional
 
 
@@ -15,4 +34,211 @@ def alias_functional_tensor():
         sys.modules['torchvision.transforms.functional_tensor'] = torchvision.transforms.functional
 
 
-alias_functional_tensor()
+def any_torch_optimizer():
+    """Let ``optim_g: {type: AdamW, ..., lookahead: {alpha: 0.5, k: 6}}`` name any ``torch.optim`` optimizer.
+
+    The optional ``lookahead`` entry wraps the optimizer in :class:`vfsr_models.lookahead.Lookahead`.
+    """
+    from basicsr.models.base_model import BaseModel
+
+    def get_optimizer(self, optim_type, params, lr, lookahead=None, **kwargs):
+        optimizer_class = getattr(torch.optim, optim_type, None)
+        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+            raise ValueError(f'optimizer type {optim_type!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)')
+        optimizer = optimizer_class(params, lr, **kwargs)
+        if lookahead is not None:
+            from vfsr_models.lookahead import Lookahead
+
+            optimizer = Lookahead(optimizer, **lookahead)
+        return optimizer
+
+    BaseModel.get_optimizer = get_optimizer
+
+
+def metric_results_on_model_device():
+    """Video validation in basicsr allocates ``self.metric_results`` with ``device='cuda'``.
+
+    It only allocates them when the attribute is missing, so we create them first on the model's own device.
+    """
+    from basicsr.models.video_base_model import VideoBaseModel
+    from basicsr.models.video_recurrent_model import VideoRecurrentModel
+
+    def on_model_device(dist_validation):
+        @functools.wraps(dist_validation)
+        def wrapper(self, dataloader, current_iter, tb_logger, save_img):
+            metrics = self.opt['val'].get('metrics')
+            if metrics and not hasattr(self, 'metric_results'):
+                frames_per_folder = Counter(dataloader.dataset.data_info['folder'])
+                self.metric_results = {
+                    folder: torch.zeros(num_frames, len(metrics), dtype=torch.float32, device=self.device)
+                    for folder, num_frames in frames_per_folder.items()
+                }
+            return dist_validation(self, dataloader, current_iter, tb_logger, save_img)
+
+        return wrapper
+
+    for model_class in (VideoBaseModel, VideoRecurrentModel):
+        model_class.dist_validation = on_model_device(model_class.dist_validation)
+
+
+def gloo_on_cpu():
+    """Distributed training with NCCL on GPUs and gloo on CPU; DDP without CUDA ``device_ids`` on CPU."""
+    import torch.distributed as dist
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import dist_util, options
+
+    def init_dist(launcher, backend=None, **kwargs):
+        if launcher not in ('pytorch', 'slurm'):
+            raise ValueError(f'Invalid launcher type: {launcher!r} (use pytorch or slurm)')
+        if launcher == 'slurm':
+            port = kwargs.pop('port', None)
+            slurm_to_torch_env(port)
+        backend = backend or ('nccl' if torch.cuda.is_available() else 'gloo')
+        if backend == 'nccl':
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+        dist.init_process_group(backend=backend, **kwargs)
+
+    def slurm_to_torch_env(port):
+        import subprocess
+
+        proc_id, ntasks = int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        os.environ['MASTER_PORT'] = str(port or os.environ.get('MASTER_PORT', 29500))
+        os.environ['WORLD_SIZE'] = str(ntasks)
+        os.environ['RANK'] = str(proc_id)
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', str(proc_id % max(torch.cuda.device_count(), 1)))
+
+    original_model_to_device = BaseModel.model_to_device
+
+    def model_to_device(self, net):
+        if self.opt['dist'] and self.device.type == 'cpu':
+            from torch.nn.parallel import DistributedDataParallel
+
+            find_unused_parameters = self.opt.get('find_unused_parameters', False)
+            return DistributedDataParallel(net.to(self.device), find_unused_parameters=find_unused_parameters)
+        return original_model_to_device(self, net)
+
+    dist_util.init_dist = init_dist
+    options.init_dist = init_dist
+    BaseModel.model_to_device = model_to_device
+
+
+def resume_on_any_device():
+    """basicsr loads resume states with ``storage.cuda(...)``; load them onto the CPU (the model moves them).
+
+    Training states hold optimizer and scheduler state (e.g. a ``Counter`` of milestones), which the weights-only
+    loader refuses; these files are written by our own trainer, so the full loader is used for them only.
+    """
+    import basicsr.train
+    from basicsr.utils import check_resume, scandir
+
+    def load_resume_state(opt):
+        resume_state_path = opt['path'].get('resume_state')
+        if opt['auto_resume']:
+            state_dir = opt['path']['training_states']
+            states = sorted(
+                (int(name.split('.state')[0]) for name in scandir(state_dir, suffix='state') if name[0].isdigit()),
+            ) if os.path.isdir(state_dir) else []
+            if states:
+                resume_state_path = os.path.join(state_dir, f'{states[-1]}.state')
+                opt['path']['resume_state'] = resume_state_path
+        if not resume_state_path:
+            return None
+        if not os.path.isfile(resume_state_path):
+            raise FileNotFoundError(f'path.resume_state: no training state at {resume_state_path}')
+        resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=False)
+        check_resume(opt, resume_state['iter'])
+        return resume_state
+
+    basicsr.train.load_resume_state = load_resume_state
+
+
+def accept_local_rank_dash():
+    """``python -m torch.distributed.launch`` passes ``--local-rank=N``; basicsr's parser knows ``--local_rank``."""
+    import basicsr.test
+    import basicsr.train
+    from basicsr.utils import options
+
+    original_parse_options = options.parse_options
+
+    @functools.wraps(original_parse_options)
+    def parse_options(root_path, is_train=True):
+        sys.argv = [arg.replace('--local-rank', '--local_rank', 1) if arg.startswith('--local-rank') else arg
+                    for arg in sys.argv]
+        return original_parse_options(root_path, is_train=is_train)
+
+    for module in (options, basicsr.train, basicsr.test):
+        module.parse_options = parse_options
+
+
+def facexlib_without_np_float():
+    """facexlib's awing landmark decoder casts with ``np.float``, which numpy >= 1.24 removed."""
+    if importlib.util.find_spec('facexlib') is None:
+        return
+    from facexlib.alignment import awing_arch
+
+    numpy_with_float = types.ModuleType('numpy_with_float', 'numpy, plus the removed alias np.float = float')
+    numpy_with_float.__getattr__ = lambda name: getattr(np, name)
+    numpy_with_float.float = float
+    awing_arch.np = numpy_with_float
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A pretrained weights file is not where it was expected; nothing is ever downloaded."""
+
+
+def facexlib_offline_any_device():
+    """facexlib downloads weights at run time and builds arcface with ``.to('cuda')``.
+
+    Every facexlib ``init_*_model`` now only reads ``model_rootpath/<file name>`` (default ``weights/facexlib``) and
+    raises :class:`MissingWeightsError` naming the file and where to get it; arcface is built on the CPU first.
+    """
+    if importlib.util.find_spec('facexlib') is None:
+        return
+    import facexlib.alignment
+    import facexlib.assessment
+    import facexlib.detection
+    import facexlib.headpose
+    import facexlib.matting
+    import facexlib.parsing
+    import facexlib.recognition
+    import facexlib.utils
+    from facexlib.recognition.arcface_arch import Backbone
+
+    def local_file_only(url, model_dir=None, progress=True, file_name=None, save_dir=None):
+        folder = save_dir or os.path.join('weights', 'facexlib')
+        path = os.path.join(folder, file_name or os.path.basename(url))
+        if not os.path.isfile(path):
+            raise MissingWeightsError(
+                f'facexlib weights {os.path.basename(path)!r} not found in {folder!r}: download it from {url} '
+                'and put it there (vfsr never downloads at run time)')
+        return path
+
+    def init_recognition_model(model_name, half=False, device='cuda', model_rootpath=None):
+        if model_name != 'arcface':
+            raise NotImplementedError(f'{model_name} is not implemented.')
+        model = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se')
+        url = 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth'
+        path = local_file_only(url, save_dir=model_rootpath)
+        model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True), strict=True)
+        return model.eval().to(device)
+
+    for module in (facexlib.utils, facexlib.alignment, facexlib.assessment, facexlib.detection, facexlib.headpose,
+                   facexlib.matting, facexlib.parsing, facexlib.recognition):
+        module.load_file_from_url = local_file_only
+    facexlib.recognition.init_recognition_model = init_recognition_model
+
+
+def apply_all():
+    alias_functional_tensor()
+    any_torch_optimizer()
+    metric_results_on_model_device()
+    gloo_on_cpu()
+    resume_on_any_device()
+    accept_local_rank_dash()
+    facexlib_without_np_float()
+    facexlib_offline_any_device()
+
+
+apply_all()

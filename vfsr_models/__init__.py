@@ -4,6 +4,7 @@ Importing this package registers every ``*_model.py`` (``MODEL_REGISTRY``), ``*_
 ``*_metric.py`` (``METRIC_REGISTRY``) into BasicSR's registries.
 """
 import vfsr_compat  # noqa: F401  (must run before basicsr is imported)
+
 from vfsr_registry import import_modules
 
 model_modules = import_modules(__name__, __file__, ('_model', '_loss', '_metric'))
