@@ -250,6 +250,9 @@ class DetokenUpsampling(nn.Module):
         self.num_frames = num_frames
         unprojected_dim = token_dim * 9 + 10  # official width
         patch_dim = out_channels * (2 * scale) ** 2
+        if patch_dim % num_heads:
+            raise ValueError(f'deu_out_channels * (2 * scale)^2 = {patch_dim} must be a multiple of deu_heads = '
+                             f'{num_heads}')
         self.unproject1 = nn.Linear(refined_dim, unprojected_dim)
         self.detoken_trans = DetokenTransformer(unprojected_dim + 2 * token_dim + embed_dim, num_heads, qk_dim,
                                                 patch_dim)
@@ -281,6 +284,9 @@ class VidFaceTransformer(nn.Module):
         num_tokens = lr_size[0] * lr_size[1]
         self.landmark_encoding = LandmarkPositionEncoding(lr_size, landmark_encoding)
         refined_dim = embed_dim + self.landmark_encoding.channels
+        if refined_dim % num_heads:
+            raise ValueError(f'embed_dim + landmark encoding channels = {refined_dim} must be a multiple of '
+                             f'num_heads = {num_heads}')
 
         # registration order gives the official state_dict order
         self.pos_embed = nn.Parameter(sinusoid_position_encoding(num_tokens, embed_dim), requires_grad=False)
