@@ -1,0 +1,39 @@
+"""Outputs that appear whole or not at all: build under a hidden partial name beside the target, rename at the end.
+
+An interrupted or failed run (exception, Ctrl-C) removes its partial folder; a killed run leaves only a hidden
+``.<name>.partial-<pid>`` folder, never a half-written target, and the next run starts afresh.
+"""
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a not-yet-existing partial path to build ``target`` in; on success it is renamed to ``target``.
+
+    The partial path keeps ``target``'s suffix (LMDB writers insist on ``.lmdb``). An existing ``target`` is an
+    error unless ``overwrite``, in which case it is replaced only after the new one is complete.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f'{target} already exists; remove it or pass --overwrite')
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f'.{target.stem}.partial-{os.getpid()}{target.suffix}')
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if not partial.exists():
+        raise RuntimeError(f'nothing was written to {partial} for {target}')
+    if target.exists():
+        retired = target.with_name(f'.{target.name}.retired-{os.getpid()}')
+        target.rename(retired)
+        partial.rename(target)
+        shutil.rmtree(retired)
+    else:
+        partial.rename(target)

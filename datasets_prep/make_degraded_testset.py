@@ -1,0 +1,89 @@
+"""Make a fixed, pre-degraded LQ test set from aligned GT clips with the training degradation code.
+
+Each whole clip gets one degradation draw (``vfsr_data/video_degradation.py``) from a generator seeded by
+(``--seed``, CRC32 of the clip name), so a clip's LQ frames depend only on the seed, the options and the clip
+itself, not on which other clips are processed. ``--preset easy`` gives the official VFHQ-Test "easy" setting
+(``BlindLR_128x128_easy_Blur5-10_Noise0-10_CRF18-25``); ``--options`` takes a JSON object of
+``VideoDegradationOptions`` overrides applied on top. Every clip folder is written atomically (existing ones are
+skipped, so an interrupted run resumes) and ``degradation.json`` records the options, seed and per-clip draws.
+
+Usage: ``python -m datasets_prep.make_degraded_testset --gt datasets/vfhq_test/gt --output
+datasets/vfhq_test/BlindLR_128x128_easy --preset easy``
+"""
+import argparse
+import json
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from datasets_prep.atomic_output import atomic_directory
+from vfsr_data.clip_frames import ClipFrames
+from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions
+
+PRESETS = {
+    'train': {},  # the training distribution (official KEEP defaults)
+    'easy': {'blur_x_sigma': [5, 10], 'blur_y_sigma': [5, 10], 'noise_range': [0, 10], 'crf_range': [18, 25]},
+}
+
+
+def clip_generator(seed: int, clip: str) -> np.random.Generator:
+    return np.random.default_rng((seed, zlib.crc32(clip.encode('utf-8'))))
+
+
+def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict | None = None, seed: int = 0,
+                          max_frames: int | None = None) -> dict:
+    """Degrade every clip under ``gt_root`` into ``output/<clip>``; returns the record written to degradation.json."""
+    frames = ClipFrames(gt_root)
+    degradation = VideoDegradation(options)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    record_path = output / 'degradation.json'
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {'clips': {}}
+    settings = json.loads(json.dumps({'options': vars(degradation.options), 'seed': seed, 'max_frames': max_frames}))
+    if record.get('settings', settings) != settings:
+        raise ValueError(f'{output} was made with other settings ({record["settings"]}); use another --output')
+    record['settings'] = settings
+    for clip, stems in tqdm(frames.clips.items(), desc='degrading clips', unit='clip'):
+        if (output / clip).exists():
+            continue
+        stems = stems[:max_frames]
+        gt = np.stack([frames.read(clip, stem)[:, :, ::-1] for stem in stems]).astype(np.float32) / 255.0
+        rng = clip_generator(seed, clip)
+        draw = degradation.draw(rng)
+        lq = degradation.apply(gt, draw, rng)
+        with atomic_directory(output / clip) as partial:
+            partial.mkdir()
+            for stem, frame in zip(stems, lq):
+                cv2.imwrite(str(partial / f'{stem}.png'), np.rint(frame[:, :, ::-1] * 255).astype(np.uint8))
+        record['clips'][clip] = {'crf': draw.crf, 'resize_mode': draw.resize_mode,
+                                 'noise_before': vars(draw.noise_before), 'noise_after': vars(draw.noise_after)}
+        write_json_atomically(record_path, record)
+    return record
+
+
+def write_json_atomically(path: Path, value: dict) -> None:
+    partial = path.with_name(f'.{path.name}.partial')
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--gt', required=True, help='root of aligned GT clip folders')
+    parser.add_argument('--output', required=True, help='root for the LQ clip folders')
+    parser.add_argument('--preset', choices=sorted(PRESETS), default='easy', help='degradation ranges (default easy)')
+    parser.add_argument('--options', default='{}', help='JSON object of VideoDegradationOptions overrides')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--max-frames', type=int, help='degrade only the first frames of each clip')
+    args = parser.parse_args()
+    options = {**PRESETS[args.preset], **json.loads(args.options)}
+    VideoDegradationOptions.from_dict(options)  # fail on unknown keys before any work
+    record = make_degraded_testset(args.gt, args.output, options, args.seed, args.max_frames)
+    print(f'{len(record["clips"])} clips degraded into {args.output}')
+
+
+if __name__ == '__main__':
+    main()
