@@ -13,6 +13,7 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | DDP wrapping passes a CUDA ``device_ids`` on CPU               | :func:`gloo_on_cpu`                  |
 | resume loads states onto ``cuda`` (and is not weights-only safe) | :func:`resume_on_any_device`       |
 | ``torch.distributed.launch`` passes ``--local-rank``           | :func:`accept_local_rank_dash`       |
+| a kill during ``torch.save`` leaves a truncated checkpoint     | :func:`atomic_checkpoints`           |
 | facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
 | facexlib arcface init calls ``.to('cuda')``; facexlib downloads | :func:`facexlib_offline_any_device`  |
 """
@@ -20,7 +21,9 @@ import functools
 import importlib.util
 import os
 import sys
+import tempfile
 import types
+import zipfile
 from collections import Counter
 
 import numpy as np
@@ -172,6 +175,37 @@ def accept_local_rank_dash():
         module.parse_options = parse_options
 
 
+def atomic_checkpoints():
+    """basicsr writes ``net_g_N.pth`` and ``N.state`` in place, so a kill mid-write leaves a file that breaks
+    ``--auto_resume``. Each save now goes to a hidden folder beside the target and is moved in with ``os.replace``
+    once it is complete; a save that basicsr failed to write raises instead of being silently skipped.
+    """
+    from basicsr.models.base_model import BaseModel
+
+    def write_then_move(save_method, folder_key):
+        @functools.wraps(save_method)
+        def wrapper(self, *args, **kwargs):
+            final_dir = self.opt['path'][folder_key]
+            os.makedirs(final_dir, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=final_dir, prefix='.writing-') as writing_dir:
+                self.opt['path'][folder_key] = writing_dir
+                try:
+                    save_method(self, *args, **kwargs)
+                finally:
+                    self.opt['path'][folder_key] = final_dir
+                for name in os.listdir(writing_dir):
+                    # basicsr logs and ignores a failed torch.save; a file that is not a whole zip archive is not
+                    # a checkpoint, and pretending otherwise would break the next --auto_resume.
+                    if not zipfile.is_zipfile(os.path.join(writing_dir, name)):
+                        raise OSError(f'could not write {os.path.join(final_dir, name)} (see the warnings above)')
+                    os.replace(os.path.join(writing_dir, name), os.path.join(final_dir, name))
+
+        return wrapper
+
+    BaseModel.save_network = write_then_move(BaseModel.save_network, 'models')
+    BaseModel.save_training_state = write_then_move(BaseModel.save_training_state, 'training_states')
+
+
 def facexlib_without_np_float():
     """facexlib's awing landmark decoder casts with ``np.float``, which numpy >= 1.24 removed."""
     if importlib.util.find_spec('facexlib') is None:
@@ -237,6 +271,7 @@ def apply_all():
     gloo_on_cpu()
     resume_on_any_device()
     accept_local_rank_dash()
+    atomic_checkpoints()
     facexlib_without_np_float()
     facexlib_offline_any_device()
 

@@ -1,0 +1,138 @@
+"""Each workaround in vfsr_compat, exercised on the real basicsr / facexlib code it repairs.
+
+The CPU validation, gloo, resume and ``--local-rank`` fixes are exercised end to end in test_train_pipeline.py.
+"""
+import io
+import sys
+
+import vfsr_compat
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from basicsr.models.base_model import BaseModel
+from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
+
+import vfsr_models  # noqa: F401
+from vfsr_models.lookahead import Lookahead
+
+
+def test_basicsr_degradations_import_with_new_torchvision():
+    import basicsr.data.degradations  # noqa: F401  (imports functional_tensor)
+
+    assert sys.modules['torchvision.transforms.functional_tensor'] is torchvision.transforms.functional
+
+
+def make_base_model(device='cpu'):
+    return BaseModel({'num_gpu': 0, 'is_train': True, 'dist': False})
+
+
+def test_get_optimizer_builds_any_torch_optimizer_and_lookahead():
+    model = make_base_model()
+    params = [torch.nn.Parameter(torch.ones(3))]
+    adamw = model.get_optimizer('AdamW', params, 1e-3, betas=(0.9, 0.99), weight_decay=0)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults['betas'] == (0.9, 0.99)
+    wrapped = model.get_optimizer('AdamW', params, 1e-3, lookahead={'alpha': 0.5, 'k': 6})
+    assert isinstance(wrapped, Lookahead) and isinstance(wrapped.optimizer, torch.optim.AdamW)
+    assert (wrapped.alpha, wrapped.k) == (0.5, 6)
+    with pytest.raises(ValueError, match="'Adamm' is not a torch.optim optimizer"):
+        model.get_optimizer('Adamm', params, 1e-3)
+
+
+def test_lookahead_pulls_fast_weights_back_every_k_steps():
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = Lookahead(torch.optim.SGD([param], lr=1.0), alpha=0.5, k=2)
+    for step in range(1, 5):
+        optimizer.zero_grad()
+        (-param).sum().backward()  # gradient -1: each SGD step adds 1
+        optimizer.step()
+        # k=2, alpha=0.5: fast goes 0 -> 1 -> 2, slow (0) moves half way to 1; then 1 -> 2 -> 3, slow to 2
+        assert param.item() == {1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}[step]
+
+
+def test_lookahead_state_round_trip_and_scheduler_drive_the_inner_optimizer():
+    param = torch.nn.Parameter(torch.randn(4))
+    optimizer = Lookahead(torch.optim.AdamW([param], lr=0.1), alpha=0.5, k=3)
+    scheduler = CosineAnnealingRestartLR(optimizer, periods=[10], eta_min=0.0)
+    for _ in range(4):
+        optimizer.zero_grad()
+        param.square().sum().backward()
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.optimizer.param_groups[0]['lr'] < 0.1
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)  # as basicsr's training states do
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=False)
+
+    clone = torch.nn.Parameter(param.detach().clone())
+    restored = Lookahead(torch.optim.AdamW([clone], lr=0.1), alpha=0.5, k=3)
+    restored.load_state_dict(saved)
+    assert restored.fast_steps == 4 and restored.param_groups is restored.optimizer.param_groups
+    assert torch.equal(restored.state[clone]['slow_weight'], optimizer.state[param]['slow_weight'])
+    for opt, p in ((optimizer, param), (restored, clone)):
+        opt.zero_grad()
+        p.square().sum().backward()
+        opt.step()
+        opt.zero_grad()
+        p.square().sum().backward()
+        opt.step()
+    assert torch.equal(param, clone)
+
+
+def test_lookahead_rejects_bad_hyper_parameters():
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    with pytest.raises(ValueError, match='alpha'):
+        Lookahead(torch.optim.SGD(params, lr=1.0), alpha=0.0)
+    with pytest.raises(ValueError, match='k must be a positive integer'):
+        Lookahead(torch.optim.SGD(params, lr=1.0), k=0)
+
+
+def test_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
+    model = BaseModel({'num_gpu': 0, 'is_train': True, 'dist': False,
+                       'path': {'training_states': str(tmp_path), 'models': str(tmp_path)}})
+    model.optimizers = [torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)]
+
+    def truncated_save(obj, path):
+        with open(path, 'wb') as stream:
+            stream.write(b'PK\x03')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(torch, 'save', truncated_save)
+    monkeypatch.setattr('time.sleep', lambda seconds: None)
+    with pytest.raises(OSError, match='could not write .*5.state'):
+        model.save_training_state(epoch=0, current_iter=5)
+    assert not (tmp_path / '5.state').exists()
+    monkeypatch.undo()
+    model.save_training_state(epoch=0, current_iter=6)
+    assert torch.load(tmp_path / '6.state', weights_only=False)['iter'] == 6
+    assert sorted(path.name for path in tmp_path.iterdir()) == ['6.state']
+
+
+def test_facexlib_awing_decoder_runs_on_numpy_2():
+    from facexlib.alignment.awing_arch import calculate_points
+
+    heatmaps = np.random.default_rng(0).random((1, 98, 64, 64)).astype(np.float32)
+    points = calculate_points(heatmaps)
+    assert points.shape == (1, 98, 2) and points.dtype == np.float64
+
+
+def test_facexlib_never_downloads_and_names_the_missing_file(tmp_path):
+    from facexlib.detection import init_detection_model
+
+    with pytest.raises(vfsr_compat.MissingWeightsError, match="'detection_Resnet50_Final.pth' not found in"):
+        init_detection_model('retinaface_resnet50', device='cpu', model_rootpath=str(tmp_path))
+    assert not any(tmp_path.iterdir())
+
+
+def test_facexlib_arcface_builds_on_cpu(tmp_path):
+    from facexlib.recognition import init_recognition_model
+    from facexlib.recognition.arcface_arch import Backbone
+
+    weights = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se').state_dict()
+    torch.save(weights, tmp_path / 'recognition_arcface_ir_se50.pth')
+    model = init_recognition_model('arcface', device='cpu', model_rootpath=str(tmp_path))
+    assert next(model.parameters()).device.type == 'cpu'
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
