@@ -1,0 +1,27 @@
+# Quick start: `make demo` (install + VidFace demo) and `make test` (install + test suite). Both are idempotent.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.vfsr-installed
+
+.PHONY: install demo test lint
+
+$(INSTALLED): setup.py
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(PYTHON) -m datasets_prep.make_demo_tufs --out datasets/demo_tufs
+	$(PYTHON) train.py -opt options/demo_vidface.yml
+	$(PYTHON) -m vfsr_models.demo_report --experiment experiments/demo_vidface
+
+# pytest exits 5 when it collects no test; that is not a failure of the suite.
+test: $(INSTALLED)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+lint: $(INSTALLED)
+	$(PYTHON) -m ruff check .
