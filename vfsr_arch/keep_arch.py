@@ -107,6 +107,9 @@ class SpyNetEstimator(nn.Module):
 
     @torch.no_grad()
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if min(source.shape[-2:]) < 64:
+            raise ValueError(f'SpyNet needs frames of at least 64x64 (5 pooling levels), got '
+                             f'{tuple(source.shape[-2:])}')
         return self.model((source + 1) / 2, (target + 1) / 2)  # SpyNet takes [0, 1]
 
 
