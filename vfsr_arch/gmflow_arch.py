@@ -58,7 +58,6 @@ class GMFlow(nn.Module):
             raise ValueError(f'feature_channels must be even (sine position encoding), got {feature_channels}')
         self.num_scales = num_scales
         self.upsample_factor = upsample_factor
-        self.feature_channels = feature_channels
         # stride of the features at each scale, coarse to fine
         self.feature_strides = [finest_stride * 2 ** (num_scales - 1 - i) for i in range(num_scales)]
 
@@ -123,6 +122,8 @@ class GMFlow(nn.Module):
                 flow_preds.append(upsample_flow_bilinear(flow, upsample_factor))
 
             flow = self.feature_flow_attn(source, flow.detach(), prop_radius)
+            # Coarse flows are only returned in training, for supervision. (The official eval mode also convex-
+            # upsamples them, by the finest factor and so to a fraction of the image size; nothing uses those.)
             if is_last:
                 flow_preds.append(self.upsampler(flow, source))
             elif self.training:
