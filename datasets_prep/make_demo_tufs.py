@@ -1,0 +1,103 @@
+"""Build a small TUFs-format dataset from a real face that ships with scikit-image (``skimage.data.astronaut()``).
+
+Every snapshot is the astronaut's face seen through its own random similarity transform (rotation, scale, shift:
+the unaligned, differently framed snapshots VidFace is made for) and a mild brightness/contrast change, cropped to
+GT 128x96; its five landmarks go through the same transform. Train and val clips draw from different random
+streams, so validation sees framings the network never trained on. Layout (see ``vfsr_data/tufs_dataset.py``)::
+
+    <out>/train/train000/0001/im1.png ... im7.png    <out>/meta_info_train.txt
+    <out>/val/val000/0001/im1.png ... im7.png        <out>/meta_info_val.txt
+    <out>/landmarks.json                             both splits, keys 'train000/0001/im1.png', 'val000/0001/...'
+
+Usage: ``python -m datasets_prep.make_demo_tufs [--out datasets/demo_tufs]``.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import skimage.data
+
+GT_HEIGHT, GT_WIDTH = 128, 96
+NUM_SNAPSHOTS = 7
+# Landmarks of the astronaut photo (512x512), measured by inspection, in OpenCV pixel coordinates (x, y), in the
+# TUFs order: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = the image's left).
+ASTRONAUT_LANDMARKS = np.array([(202.0, 101.0), (245.5, 103.0), (223.0, 128.0), (205.0, 141.0), (244.0, 142.0)])
+# The face box the crop is framed on: its centre maps to the crop centre, its width to the crop width.
+ASTRONAUT_FACE_CENTRE = (224.0, 120.0)
+ASTRONAUT_FACE_WIDTH = 135.0
+# Ranges of the per-snapshot random changes.
+MAX_ROTATION_DEG = 12.0
+SCALE_RANGE = (0.88, 1.12)
+MAX_SHIFT_PX = 6.0  # in GT pixels
+MAX_BRIGHTNESS = 0.06  # added, in [0, 1] units
+CONTRAST_RANGE = (0.9, 1.1)
+
+
+def snapshot_transform(rng: np.random.Generator) -> np.ndarray:
+    """A random 2x3 similarity matrix from the photo to a GT-sized crop around the face."""
+    angle = np.deg2rad(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
+    scale = GT_WIDTH / ASTRONAUT_FACE_WIDTH * rng.uniform(*SCALE_RANGE)
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    crop_centre = np.array([(GT_WIDTH - 1) / 2, (GT_HEIGHT - 1) / 2]) + rng.uniform(-MAX_SHIFT_PX, MAX_SHIFT_PX, 2)
+    translation = crop_centre - rotation @ np.array(ASTRONAUT_FACE_CENTRE)
+    return np.hstack([rotation, translation[:, None]])
+
+
+def render_snapshot(photo: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[float]]:
+    """One GT snapshot (128, 96, 3) uint8 RGB and its 10 landmark values normalised to [0, 1]."""
+    matrix = snapshot_transform(rng)
+    snapshot = cv2.warpAffine(photo, matrix, (GT_WIDTH, GT_HEIGHT), flags=cv2.INTER_CUBIC,
+                              borderMode=cv2.BORDER_REFLECT101).astype(np.float32) / 255
+    mean = snapshot.mean()
+    snapshot = (snapshot - mean) * rng.uniform(*CONTRAST_RANGE) + mean + rng.uniform(-MAX_BRIGHTNESS, MAX_BRIGHTNESS)
+    snapshot = np.round(np.clip(snapshot, 0, 1) * 255).astype(np.uint8)
+    points = ASTRONAUT_LANDMARKS @ matrix[:, :2].T + matrix[:, 2]
+    # OpenCV puts pixel centres on integers; TUFs landmarks are continuous coordinates over the image size
+    normalised = (points + 0.5) / np.array([GT_WIDTH, GT_HEIGHT])
+    return snapshot, [round(float(value), 6) for value in normalised.reshape(-1)]
+
+
+def write_split(out_root: Path, split: str, num_clips: int, rng: np.random.Generator, landmarks: dict):
+    """Write ``num_clips`` clips of 7 snapshots under ``out_root/split`` plus its meta_info file."""
+    photo = skimage.data.astronaut()
+    clips = []
+    for clip_index in range(num_clips):
+        clip = f'{split}{clip_index:03d}/0001'
+        clip_dir = out_root / split / clip
+        clip_dir.mkdir(parents=True, exist_ok=True)
+        for frame in range(1, NUM_SNAPSHOTS + 1):
+            snapshot, values = render_snapshot(photo, rng)
+            cv2.imwrite(str(clip_dir / f'im{frame}.png'), cv2.cvtColor(snapshot, cv2.COLOR_RGB2BGR))
+            landmarks[f'{clip}/im{frame}.png'] = values
+        clips.append(f'{clip} {NUM_SNAPSHOTS} ({GT_HEIGHT},{GT_WIDTH},3)')
+    (out_root / f'meta_info_{split}.txt').write_text('\n'.join(clips) + '\n')
+
+
+def make_demo_tufs(out_root: str | Path = 'datasets/demo_tufs', num_train: int = 48, num_val: int = 8,
+                   seed: int = 0) -> Path:
+    """Build the demo dataset under ``out_root`` (overwriting its files) and return ``out_root``."""
+    out_root = Path(out_root)
+    train_rng, val_rng = (np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(2))
+    landmarks = {}
+    write_split(out_root, 'train', num_train, train_rng, landmarks)
+    write_split(out_root, 'val', num_val, val_rng, landmarks)
+    (out_root / 'landmarks.json').write_text(json.dumps(landmarks, indent=0))
+    return out_root
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--out', default='datasets/demo_tufs', help='output folder')
+    parser.add_argument('--num_train', type=int, default=48, help='training clips')
+    parser.add_argument('--num_val', type=int, default=8, help='validation clips')
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    out_root = make_demo_tufs(args.out, args.num_train, args.num_val, args.seed)
+    print(f'demo TUFs dataset: {args.num_train} train and {args.num_val} val clips of {NUM_SNAPSHOTS} snapshots '
+          f'in {out_root}')
+
+
+if __name__ == '__main__':
+    main()
