@@ -125,6 +125,14 @@ class GeneratorTrainingModel(BaseModel):
         loss_dict['out_d_real'] = real_pred.detach().mean()
         loss_dict['out_d_fake'] = fake_pred.detach().mean()
 
+    def model_ema(self, decay=0.999):
+        """EMA of the trainable parameters. Frozen ones were copied once and stay bit-identical (averaging a
+        constant with itself is not exact in floating point)."""
+        ema_params = dict(self.net_g_ema.named_parameters())
+        for name, param in self.get_bare_model(self.net_g).named_parameters():
+            if param.requires_grad:
+                ema_params[name].data.mul_(decay).add_(param.data, alpha=1 - decay)
+
     def finish_iteration(self, loss_dict):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
