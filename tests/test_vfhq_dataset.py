@@ -124,6 +124,25 @@ def test_alignment_puts_landmarks_on_the_template(synthetic):
     assert np.abs(cv2.resize(raw, (GT_SIZE, GT_SIZE))[centre, centre] - reference[centre, centre]).mean() > 20
 
 
+@pytest.mark.parametrize('degrade_before_align', [False, True])
+def test_lq_lines_up_with_gt_in_both_degradation_orders(synthetic, degrade_before_align):
+    """With a light degradation the LQ clip is the GT clip downscaled, to the sub-pixel, in either order."""
+    light = {'blur_kernel_size': 3, 'blur_x_sigma': [0.1, 0.1], 'blur_y_sigma': [0.1, 0.1], 'noise_range': [0, 0],
+             'crf_range': [5, 5], 'resize_modes': ['area'], 'resize_prob': [1]}
+    sample = build_dataset(clip_options(synthetic, degradation=light, degrade_before_align=degrade_before_align))[3]
+    gt, lq = sample['gt'].numpy().transpose(0, 2, 3, 1), sample['lq'].numpy().transpose(0, 2, 3, 1)
+    expected = np.stack([cv2.resize(frame, lq.shape[2:0:-1], interpolation=cv2.INTER_AREA) for frame in gt])
+
+    def psnr_after_shift(shift):
+        translation = np.float32([[1, 0, shift], [0, 1, shift]])
+        shifted = [cv2.warpAffine(frame, translation, frame.shape[1::-1]) for frame in lq]
+        inner = (slice(None), slice(3, -3), slice(3, -3))
+        return 10 * np.log10(1 / np.mean((np.stack(shifted)[inner] - expected[inner]) ** 2))
+
+    aligned = psnr_after_shift(0)
+    assert aligned > 25 and aligned > max(psnr_after_shift(-0.5), psnr_after_shift(0.5)) + 3
+
+
 def test_vfhq_annotation_files_align_like_landmark_files(synthetic, tmp_path):
     """A VFHQ-format annotation (landmarks in source-video pixels, CROP origin) gives the same aligned clip."""
     crop_origin = np.array([100.0, 40.0], dtype=np.float32)

@@ -9,6 +9,7 @@ Layouts (``root`` is ``dataroot_gt`` / ``dataroot_lq`` of the options):
 
 Frames are identified by their file stem (``00000000``), so landmark files and LMDB keys agree.
 """
+import os
 from pathlib import Path
 
 import cv2
@@ -42,7 +43,7 @@ class ClipFrames:
             if missing:
                 raise BadClipError(f'clips listed in {meta_info_file} are not in {self.root}: {missing[:5]}')
             self.clips = {clip: self.clips[clip] for clip in wanted}
-        self._client = None  # opened on first read, in the worker process (LMDB handles do not survive fork)
+        self._client, self._client_pid = None, None  # opened per process: LMDB handles must not cross a fork
 
     def _list_disk(self) -> tuple[dict[str, list[str]], dict[tuple[str, str], str]]:
         if not self.root.is_dir():
@@ -76,11 +77,12 @@ class ClipFrames:
 
     def read(self, clip: str, stem: str) -> np.ndarray:
         """Decode one frame: (H, W, 3) BGR uint8. Missing or undecodable frames raise :class:`BadClipError`."""
-        if self._client is None:
+        if self._client_pid != os.getpid():
             if self.backend == 'lmdb':
                 self._client = FileClient('lmdb', db_paths=[str(self.root)], client_keys=['frames'], **self.io_backend)
             else:
                 self._client = FileClient('disk')
+            self._client_pid = os.getpid()
         try:
             if self.backend == 'lmdb':
                 data = self._client.get(f'{clip}/{stem}' if clip else stem, 'frames')

@@ -91,20 +91,28 @@ def read_vfhq_annotation(path: str | Path) -> tuple[dict[str, np.ndarray], tuple
     return landmarks, crop
 
 
-def similarity_to_template(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """The 2x3 similarity transform (rotation, uniform scale, shift) taking ``landmarks`` onto the template."""
-    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, dtype=np.float32), template_for_size(size),
-                                            method=cv2.LMEDS)
+def similarity_to_template(landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> np.ndarray:
+    """The 2x3 similarity transform (rotation, uniform scale, shift) taking ``landmarks`` onto the template
+    (by default the FFHQ template of a ``size`` face)."""
+    template = template_for_size(size) if template is None else np.asarray(template, dtype=np.float32)
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, dtype=np.float32), template, method=cv2.LMEDS)
     if matrix is None:
         raise ValueError(f'no similarity transform fits landmarks {np.asarray(landmarks).tolist()}')
     return matrix
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Warp ``image`` (H, W, C) so its 5 landmarks sit on the FFHQ template of a ``size`` x ``size`` face."""
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> np.ndarray:
+    """Warp ``image`` (H, W, C) BGR, uint8 or float in [0, 1], so its 5 landmarks sit on the FFHQ template of a
+    ``size`` x ``size`` face (or on ``template``)."""
     border_value = ALIGN_BORDER_VALUE_BGR if image.dtype == np.uint8 else tuple(v / 255 for v in ALIGN_BORDER_VALUE_BGR)
-    return cv2.warpAffine(image, similarity_to_template(landmarks, size), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+    return cv2.warpAffine(image, similarity_to_template(landmarks, size, template), (size, size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value)
+
+
+def downscale_points(points: np.ndarray, ratio_x: float, ratio_y: float | None = None) -> np.ndarray:
+    """Pixel coordinates after resizing an image by ``ratio`` (pixel centres stay centres, as in cv2.resize)."""
+    ratio = np.array([ratio_x, ratio_x if ratio_y is None else ratio_y], dtype=np.float32)
+    return (np.asarray(points, dtype=np.float32) + 0.5) * ratio - 0.5
 
 
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:

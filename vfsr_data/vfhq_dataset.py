@@ -19,7 +19,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from vfsr_data.clip_frames import BadClipError, ClipFrames, frames_to_tensor
-from vfsr_data.face_landmarks import align_face, read_landmark_file
+from vfsr_data.face_landmarks import align_face, downscale_points, read_landmark_file, template_for_size
 from vfsr_data.video_degradation import VideoDegradation
 
 MAX_SKIPS = 100  # consecutive bad clips tolerated with skip_bad_clips before giving up
@@ -47,8 +47,9 @@ class AlignedFaceFrames:
         if self.landmark_root is not None and not self.landmark_path(clip).is_file():
             raise BadClipError(f'clip {clip!r}: landmark file {self.landmark_path(clip)} is missing')
 
-    def read(self, clip: str, stems: list[str]) -> np.ndarray:
-        """(T, gt_size, gt_size, 3) RGB float32 in [0, 1] for the frames ``stems`` of ``clip``."""
+    def read_raw(self, clip: str, stems: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The frames as stored, (T, H, W, 3) BGR uint8, and their landmarks (T, 5, 2) (None without a landmark
+        root, in which case the frames must already be aligned ``gt_size`` faces)."""
         landmarks = None
         if self.landmark_root is not None:
             self.check_landmark_file(clip)
@@ -57,24 +58,38 @@ class AlignedFaceFrames:
                              for name, points in read_landmark_file(self.landmark_path(clip)).items()}
             except ValueError as error:
                 raise BadClipError(f'clip {clip!r}: {error}') from None
-        faces, raw_shape = [], None
+        images, points = [], []
         for stem in stems:
             image = self.frames.read(clip, stem)
-            raw_shape = raw_shape or image.shape
-            if image.shape != raw_shape:
+            if images and image.shape != images[0].shape:
                 raise BadClipError(f'{self.frames.describe(clip, stem)} is {image.shape[1]}x{image.shape[0]}, '
-                                   f'other frames of the clip are {raw_shape[1]}x{raw_shape[0]}')
+                                   f'other frames of the clip are {images[0].shape[1]}x{images[0].shape[0]}')
             if landmarks is not None:
                 if stem not in landmarks:
                     raise BadClipError(f'{self.frames.describe(clip, stem)} has no landmarks in '
                                        f'{self.landmark_path(clip)}')
-                image = align_face(image, landmarks[stem], self.gt_size)
+                points.append(landmarks[stem])
             elif image.shape[:2] != (self.gt_size, self.gt_size):
                 raise BadClipError(f'{self.frames.describe(clip, stem)} is {image.shape[1]}x{image.shape[0]}, '
                                    f'expected aligned {self.gt_size}x{self.gt_size} faces (or give '
                                    f'dataroot_landmarks to align)')
-            faces.append(image[:, :, ::-1])  # BGR -> RGB
-        return np.stack(faces).astype(np.float32) / 255.0
+            images.append(image)
+        return np.stack(images), (np.stack(points) if landmarks is not None else None)
+
+    def read(self, clip: str, stems: list[str]) -> np.ndarray:
+        """(T, gt_size, gt_size, 3) RGB float32 in [0, 1]: the frames ``stems`` of ``clip``, aligned."""
+        images, landmarks = self.read_raw(clip, stems)
+        return align_clip(images, landmarks, self.gt_size)
+
+
+def align_clip(images: np.ndarray, landmarks: np.ndarray | None, size: int,
+               template: np.ndarray | None = None) -> np.ndarray:
+    """Align (T, H, W, 3) BGR frames (uint8, or float in [0, 1]) by their landmarks (T, 5, 2) into (T, size, size,
+    3) RGB float32 in [0, 1]; without landmarks only convert."""
+    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
+    if landmarks is not None:
+        images = np.stack([align_face(image, points, size, template) for image, points in zip(images, landmarks)])
+    return images[..., ::-1].astype(np.float32) * np.float32(scale)  # BGR -> RGB
 
 
 class SkippingDataset(data.Dataset):
@@ -122,6 +137,9 @@ class VFHQClipDataset(SkippingDataset):
         gt_size (int): aligned face size, 512. scale (int): LQ downscale, 4 (BasicSR copies the top-level scale).
         num_frame (int): 8. interval_list (list[int]): [1, 2, 3, 4, 5, 6]. random_reverse (bool): true.
         use_flip (bool): horizontal flip of the whole clip with p 0.5, default false (official).
+        degrade_before_align (bool): default false: align the GT, then degrade it (LQ is exactly the degraded GT
+            face). True: the official order, degrade the frames as stored, then align GT and LQ by the landmarks
+            (the codec's blocks and the blur follow the video frame, not the face). Needs dataroot_landmarks.
         degradation (dict): overrides of :class:`VideoDegradationOptions` (blur, noise, resize, CRF ranges).
         normalize (bool): [-1, 1] tensors instead of [0, 1], default false.
         seed (int | None): fixed per-index sampling (see module doc). skip_bad_clips (bool): default false.
@@ -137,12 +155,15 @@ class VFHQClipDataset(SkippingDataset):
         self.random_reverse = opt.get('random_reverse', False)
         self.use_flip = opt.get('use_flip', False)
         self.normalize = opt.get('normalize', False)
-        gt_size, scale = opt.get('gt_size', 512), opt.get('scale', 4)
-        if gt_size % scale:
-            raise ValueError(f'gt_size {gt_size} is not a multiple of scale {scale}')
-        self.degradation = VideoDegradation({**opt.get('degradation', {}), 'scale': scale})
+        self.gt_size, self.scale = opt.get('gt_size', 512), opt.get('scale', 4)
+        if self.gt_size % self.scale:
+            raise ValueError(f'gt_size {self.gt_size} is not a multiple of scale {self.scale}')
+        self.degradation = VideoDegradation({**opt.get('degradation', {}), 'scale': self.scale})
+        self.degrade_before_align = opt.get('degrade_before_align', False)
+        if self.degrade_before_align and opt.get('dataroot_landmarks') is None:
+            raise ValueError('degrade_before_align needs dataroot_landmarks (raw frames and their landmarks)')
         frames = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
-        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), gt_size)
+        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), self.gt_size)
 
         self.clips = []
         for clip, stems in frames.clips.items():
@@ -172,12 +193,25 @@ class VFHQClipDataset(SkippingDataset):
         stems = self.faces.frames.clips[clip]
         centre = index - self.frame_offsets[clip_index]
         window = self.window(clip, len(stems), centre, rng)
-        gt = self.faces.read(clip, [stems[i] for i in window])
+        images, landmarks = self.faces.read_raw(clip, [stems[i] for i in window])
+        gt = align_clip(images, landmarks, self.gt_size)
+        lq = self.degrade_then_align(images, landmarks, rng) if self.degrade_before_align else None
         if self.use_flip and rng.random() < 0.5:
             gt = np.ascontiguousarray(gt[:, :, ::-1])
-        lq = self.degradation(gt, rng)
+            lq = None if lq is None else np.ascontiguousarray(lq[:, :, ::-1])
+        if lq is None:
+            lq = self.degradation(gt, rng)
         return {'lq': frames_to_tensor(lq, self.normalize), 'gt': frames_to_tensor(gt, self.normalize),
                 'key': f'{clip}/{stems[window[0]]}'}
+
+    def degrade_then_align(self, images: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The official order: degrade the frames as stored, then align the LQ frames by the landmarks moved into
+        LQ pixels, onto the template moved the same way, so the LQ face lines up with the GT face."""
+        lq = self.degradation(images[..., ::-1].astype(np.float32) / 255, rng)
+        lq_size = self.gt_size // self.scale
+        lq_landmarks = downscale_points(landmarks, lq.shape[2] / images.shape[2], lq.shape[1] / images.shape[1])
+        lq_template = downscale_points(template_for_size(self.gt_size), lq_size / self.gt_size)
+        return align_clip(lq[..., ::-1], lq_landmarks, lq_size, lq_template)
 
     def window(self, clip: str, length: int, centre: int, rng: np.random.Generator) -> list[int]:
         """Frame indices of one training window of ``clip`` (``length`` frames) around ``centre``."""
