@@ -175,3 +175,13 @@ def test_shifted_windows_round_trip_and_isolate_wrapped_tokens():
     regions = {tuple(row.tolist()) for row in (layout.mask[3] == 0)}
     assert len(regions) == 4
     assert math.isclose(layout.mask.min().item(), -100.)
+
+
+def test_swin_with_one_window_is_full_attention():
+    swin, full = build(**SMALL).eval(), build(**SMALL, attention_type='full').eval()
+    settings = {'attn_splits_list': [1], 'corr_radius_list': [-1], 'prop_radius_list': [-1]}
+    with torch.no_grad():
+        torch.testing.assert_close(swin(*image_pair(), **settings)['flow_preds'][-1],
+                                   full(*image_pair(), **settings)['flow_preds'][-1])
+        windowed = full(*image_pair(), attn_splits_list=[2], corr_radius_list=[-1], prop_radius_list=[-1])
+    assert not torch.allclose(windowed['flow_preds'][-1], swin(*image_pair())['flow_preds'][-1])
