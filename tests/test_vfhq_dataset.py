@@ -100,6 +100,21 @@ def test_seeded_samples_repeat_and_windows_follow_the_options(synthetic):
     assert directions == {3, -3}
 
 
+def test_unseeded_samples_follow_torch_seeding_and_differ_between_workers(synthetic):
+    dataset = build_dataset(clip_options(synthetic, seed=None, dataroot_gt=str(synthetic / 'raw.lmdb'),
+                                         io_backend={'type': 'lmdb'}))
+    torch.manual_seed(3)
+    first = dataset[7]
+    torch.manual_seed(3)
+    again, fresh = dataset[7], dataset[7]
+    assert torch.equal(first['lq'], again['lq']) and not torch.equal(again['lq'], fresh['lq'])
+    # Two DataLoader workers (forked, each opening its own LMDB handle) degrade the same window differently.
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, [7, 7]), batch_size=1, num_workers=2)
+    one, other = [batch['lq'] for batch in loader]
+    assert not torch.equal(one, other)
+    assert dataset[7]['gt'].shape == (NUM_FRAME, 3, GT_SIZE, GT_SIZE)  # the parent's LMDB handle still works
+
+
 def test_alignment_puts_landmarks_on_the_template(synthetic):
     aligned_points = read_landmark_file(synthetic / 'aligned_landmarks' / 'clip001.txt')
     assert len(aligned_points) == 10

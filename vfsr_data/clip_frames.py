@@ -79,6 +79,9 @@ class ClipFrames:
         """Decode one frame: (H, W, 3) BGR uint8. Missing or undecodable frames raise :class:`BadClipError`."""
         if self._client_pid != os.getpid():
             if self.backend == 'lmdb':
+                if self._client is not None:  # inherited through fork: lmdb refuses a second open in one process
+                    for environment in self._client.client._client.values():
+                        environment.close()
                 self._client = FileClient('lmdb', db_paths=[str(self.root)], client_keys=['frames'], **self.io_backend)
             else:
                 self._client = FileClient('disk')
