@@ -67,6 +67,16 @@ def test_position_encoding_is_frozen_sinusoid():
     assert torch.allclose(table[0, :, 1], torch.cos(torch.arange(48.0)))
 
 
+def test_official_initialisation():
+    torch.manual_seed(5)
+    net = build(**SMALL)
+    linears = [module for module in net.modules() if isinstance(module, torch.nn.Linear)]
+    assert len(linears) == 22
+    assert all(not linear.bias.any() for linear in linears if linear.bias is not None)
+    weights = torch.cat([linear.weight.flatten() for linear in linears])
+    assert abs(weights.std().item() - 0.03) < 0.001
+
+
 @pytest.mark.parametrize('encoding, embed_dim, refined_dim', [('offset', 22, 32), ('distance', 23, 28)])
 def test_shapes_and_gradients(encoding, embed_dim, refined_dim):
     torch.manual_seed(0)

@@ -1,0 +1,215 @@
+"""Benchmark VidFace against basicsr's EDVR: parameters, forward latency, peak memory and a training step.
+
+Every measurement runs in a fresh Python process (this script re-runs itself with ``--case``): build the network
+(seeded random weights), one warm-up run, then the median of ``--runs`` timed runs. Peak memory is the growth of the
+process's peak resident set (``VmHWM`` in ``/proc/self/status``) over its resident set just before the first run;
+on CUDA it is ``torch.cuda.max_memory_allocated`` over the allocation before the first run.
+
+Networks and inputs (7 snapshots of 16x12, as in TUFs-145K):
+
+* ``vidface``: ``VidFace()``, the official full configuration, 8x (128x96 outputs for all 7 snapshots).
+* ``edvr_x4``: basicsr ``EDVR`` (num_feat 64, 5 extraction and 10 reconstruction blocks, TSA, centre frame 3). Its
+  upsampler is fixed at 4x, so it runs on the same 16x12 input and returns the 64x48 centre frame.
+* ``edvr_x8``: the same EDVR fed the snapshots bilinearly upsampled 2x (32x24), so it returns a 128x96 centre frame;
+  the upsampling is included in the timing.
+
+Precisions: ``fp32`` and ``bf16`` (``torch.autocast``, CPU or CUDA). For VidFace bf16 the script also reports the
+PSNR of the bf16 output against the fp32 output of the same network and input (images mapped from [-1, 1] to [0, 1]).
+
+The training step (batch 4) is the official one: AdamW (lr 4e-4, betas (0.9, 0.99)), Charbonnier (sum, eps 1e-12)
+over all snapshots plus the reference snapshot again, smooth-L1 (sum) landmark loss weighted 1, 2, ... per
+iteration, gradient-norm clip 0.05. EDVR trains on its centre frame with the Charbonnier loss only.
+
+Usage::
+
+    python benchmarks/bench_vidface.py                  # CPU, 2 threads, everything
+    python benchmarks/bench_vidface.py --threads 4 --runs 7 --skip-train
+    python benchmarks/bench_vidface.py --device cuda
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import vfsr_compat  # noqa: E402, F401  (before basicsr)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from basicsr.archs.edvr_arch import EDVR  # noqa: E402
+
+from vfsr_arch.vidface_arch import VidFace  # noqa: E402
+
+NUM_FRAMES, LR_SIZE, REFERENCE = 7, (16, 12), 3
+
+
+class UpsampledInputEDVR(torch.nn.Module):
+    """EDVR (4x) on snapshots bilinearly upsampled 2x beforehand: 8x overall."""
+
+    def __init__(self):
+        super().__init__()
+        self.edvr = build_edvr()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = x.shape
+        x = F.interpolate(x.flatten(0, 1), scale_factor=2, mode='bilinear', align_corners=False)
+        return self.edvr(x.view(b, t, c, 2 * h, 2 * w))
+
+
+def build_edvr() -> EDVR:
+    return EDVR(num_in_ch=3, num_out_ch=3, num_feat=64, num_frame=NUM_FRAMES, deformable_groups=8,
+                num_extract_block=5, num_reconstruct_block=10, center_frame_idx=REFERENCE, with_tsa=True)
+
+
+NETWORKS = {'vidface': (VidFace, 8), 'edvr_x4': (build_edvr, 4), 'edvr_x8': (UpsampledInputEDVR, 8)}
+
+
+def peak_rss_mb() -> float:
+    return read_status_kb('VmHWM') / 1024
+
+
+def rss_mb() -> float:
+    return read_status_kb('VmRSS') / 1024
+
+
+def read_status_kb(field: str) -> int:
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1])
+    raise RuntimeError(f'{field} not found in /proc/self/status')
+
+
+def charbonnier_sum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    return torch.sqrt((pred - target) ** 2 + eps).sum()
+
+
+def training_loss(net_name: str, net: torch.nn.Module, x: torch.Tensor, gt: torch.Tensor,
+                  gt_landmarks: torch.Tensor) -> torch.Tensor:
+    if net_name != 'vidface':
+        return charbonnier_sum(net(x), gt[:, REFERENCE])
+    out, landmarks = net(x)
+    loss = charbonnier_sum(out, gt) + charbonnier_sum(out[:, REFERENCE], gt[:, REFERENCE])
+    for index, predicted in enumerate(landmarks):
+        loss = loss + 2 ** index * F.smooth_l1_loss(predicted.float(), gt_landmarks, reduction='sum')
+    return loss
+
+
+def run_case(case: dict) -> dict:
+    """Measure one (network, batch, precision, mode) in this process; returns the figures."""
+    torch.set_num_threads(case['threads'])
+    device = torch.device(case['device'])
+    cuda = device.type == 'cuda'
+    torch.manual_seed(0)
+    build, scale = NETWORKS[case['net']]
+    net = build().to(device)
+    params = sum(p.numel() for p in net.parameters())
+    batch = case['batch']
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.rand(batch, NUM_FRAMES, 3, *LR_SIZE, generator=generator) * 2 - 1).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case['precision'] == 'bf16')
+
+    if case['mode'] == 'train':
+        net.train()
+        gt = (torch.rand(batch, NUM_FRAMES, 3, LR_SIZE[0] * scale, LR_SIZE[1] * scale, generator=generator) * 2 - 1)
+        gt, gt_landmarks = gt.to(device), (torch.rand(batch * NUM_FRAMES, 10, generator=generator) - 0.5).to(device)
+        optimizer = torch.optim.AdamW(net.parameters(), lr=4e-4, betas=(0.9, 0.99), weight_decay=0)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                loss = training_loss(case['net'], net, x, gt, gt_landmarks)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 0.05)
+            optimizer.step()
+    else:
+        net.eval()
+
+        def step():
+            with torch.no_grad(), autocast:
+                return net(x)
+
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base_memory = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        base_memory = rss_mb()
+    times = []
+    for index in range(case['runs'] + 1):  # the first run is the warm-up
+        if cuda:
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        if index:
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()) - base_memory
+    result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times), peak_mb=peak)
+
+    if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
+        with torch.no_grad():
+            reference = net(x)[0].float()
+            with autocast:
+                low = net(x)[0].float()
+        mse = ((reference - low) / 2).square().mean().item()  # images in [0, 1]
+        result['psnr_vs_fp32_db'] = 10 * torch.log10(torch.tensor(1 / max(mse, 1e-20))).item()
+    return result
+
+
+def cases(args) -> list[dict]:
+    common = dict(threads=args.threads, device=args.device)
+    found = []
+    for net in ('vidface', 'edvr_x4', 'edvr_x8'):
+        for batch in args.batches:
+            for precision in args.precisions:
+                found.append(dict(common, net=net, batch=batch, precision=precision, mode='forward', runs=args.runs))
+    if not args.skip_train:
+        for net in ('vidface', 'edvr_x4'):
+            for precision in args.precisions:
+                found.append(dict(common, net=net, batch=4, precision=precision, mode='train', runs=args.train_runs))
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default 2)')
+    parser.add_argument('--runs', type=int, default=5, help='timed forward runs after one warm-up (default 5)')
+    parser.add_argument('--train-runs', type=int, default=3, help='timed training steps after one warm-up')
+    parser.add_argument('--batches', type=int, nargs='+', default=[1, 16])
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16'])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: one measurement, JSON in, JSON out
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return
+
+    print(f'device {args.device}, {args.threads} threads, torch {torch.__version__}; '
+          f'median of {args.runs} forward / {args.train_runs} training runs after 1 warm-up, each case in a fresh '
+          f'process')
+    header = f'{"network":<9} {"params":>10} {"mode":<8} {"batch":>5} {"prec":<5} {"median s":>9} {"min s":>8} ' \
+             f'{"peak MB":>8}  notes'
+    print(header)
+    print('-' * len(header))
+    for case in cases(args):
+        completed = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)], capture_output=True,
+                                   text=True)
+        if completed.returncode:
+            print(f'{case["net"]:<9} {case["mode"]} batch {case["batch"]} {case["precision"]}: FAILED\n'
+                  f'{completed.stderr[-2000:]}')
+            continue
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        notes = f'PSNR vs fp32 {result["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in result else ''
+        print(f'{result["net"]:<9} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
+              f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} '
+              f'{result["peak_mb"]:>8.0f}  {notes}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
