@@ -5,7 +5,11 @@ import pytest
 import skimage.data
 
 import vfsr_data  # noqa: F401  (vfsr_compat before basicsr)
-from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, h264_round_trip
+
+# isort: split
+from basicsr.data.degradations import bivariate_Gaussian
+
+from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, blur, h264_round_trip
 
 
 def moving_face_clip(num_frames=6, size=64) -> np.ndarray:
@@ -80,3 +84,10 @@ def test_official_defaults_and_bad_options():
         VideoDegradation({'crf_rang': [1, 2]})
     with pytest.raises(ValueError, match='plateau'):
         VideoDegradation({'kernel_list': ['plateau'], 'kernel_prob': [1]})
+
+
+@pytest.mark.parametrize('sigma_x, sigma_y, theta', [(4.0, 4.0, 0.0), (2.0, 7.0, 0.0), (2.0, 7.0, 0.6)])
+def test_blur_matches_filter2d_for_separable_and_rotated_kernels(sigma_x, sigma_y, theta):
+    frame = np.random.default_rng(0).random((40, 48, 3), dtype=np.float32)
+    kernel = bivariate_Gaussian(21, sigma_x, sigma_y, theta, isotropic=False).astype(np.float32)
+    np.testing.assert_allclose(blur(frame, kernel), cv2.filter2D(frame, -1, kernel), atol=1e-5)

@@ -140,7 +140,7 @@ class VideoDegradation:
         low_size = (width // self.options.scale, height // self.options.scale)
         if min(low_size) < 1:
             raise ValueError(f'frames of {height}x{width} are too small for scale {self.options.scale}')
-        blurred = [cv2.filter2D(frame, -1, draw.kernel) for frame in frames]
+        blurred = [blur(frame, draw.kernel) for frame in frames]
         noisy = [add_gaussian_noise(frame, draw.noise_before, rng) for frame in blurred]
         small = [cv2.resize(frame, low_size, interpolation=RESIZE_INTERPOLATIONS[draw.resize_mode]) for frame in noisy]
         small = np.stack([add_gaussian_noise(frame, draw.noise_after, rng) for frame in small])
@@ -151,6 +151,17 @@ class VideoDegradation:
 def normalised(probabilities) -> np.ndarray:
     probabilities = np.asarray(probabilities, dtype=np.float64)
     return probabilities / probabilities.sum()
+
+
+def blur(frame: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``cv2.filter2D`` (reflect-101 borders); a rank-one kernel (every isotropic Gaussian) runs as two 1-D passes,
+    several times faster at 512x512 and equal up to float rounding."""
+    left, singular_values, right = np.linalg.svd(kernel.astype(np.float64))
+    if singular_values[1] > 1e-7 * singular_values[0]:
+        return cv2.filter2D(frame, -1, kernel)
+    column = (left[:, 0] * np.sqrt(singular_values[0])).astype(np.float32)
+    row = (right[0] * np.sqrt(singular_values[0])).astype(np.float32)
+    return cv2.sepFilter2D(frame, -1, row, column)
 
 
 def add_gaussian_noise(frame: np.ndarray, noise: NoiseDraw, rng: np.random.Generator) -> np.ndarray:
