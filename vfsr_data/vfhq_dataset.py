@@ -41,6 +41,7 @@ class AlignedFaceFrames:
         self.gt_size = gt_size
 
     def landmark_path(self, clip: str) -> Path:
+        # A flat folder of images is one clip named '': its landmark file is named after the folder.
         return self.landmark_root / f'{clip or Path(self.frames.root).name}.txt'
 
     def check_landmark_file(self, clip: str) -> None:
@@ -129,7 +130,7 @@ class VFHQClipDataset(SkippingDataset):
     ``num_frame`` frames, ``interval`` apart (drawn from ``interval_list`` among those that fit the clip), on that
     frame; a window that would leave the clip is placed at random inside it.
 
-    Options (YAML ``datasets.train``):
+    Options (YAML ``datasets.train``; defaults are the official KEEP settings):
         dataroot_gt (str): clip frames, disk or LMDB (see ``clip_frames.py``).
         io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
         dataroot_landmarks (str | None): folder of per-clip landmark files; None when frames are already aligned.
@@ -151,8 +152,8 @@ class VFHQClipDataset(SkippingDataset):
     def __init__(self, opt: dict):
         super().__init__(opt)
         self.num_frame = opt.get('num_frame', 8)
-        self.interval_list = list(opt.get('interval_list', [1]))
-        self.random_reverse = opt.get('random_reverse', False)
+        self.interval_list = list(opt.get('interval_list', [1, 2, 3, 4, 5, 6]))
+        self.random_reverse = opt.get('random_reverse', True)
         self.use_flip = opt.get('use_flip', False)
         self.normalize = opt.get('normalize', False)
         self.gt_size, self.scale = opt.get('gt_size', 512), opt.get('scale', 4)
