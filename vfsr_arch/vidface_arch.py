@@ -150,7 +150,7 @@ class T2TEncoder(nn.Module):
     def split(self, tokens: torch.Tensor) -> torch.Tensor:
         """Soft split of a token grid: (..., h*w, c) -> (prod(...), h*w, 9c), the 3x3 neighbourhood of each token."""
         h, w = self.lr_size
-        grid = tokens.reshape(-1, h, w, tokens.shape[-1]).permute(0, 3, 1, 2)
+        grid = tokens.reshape(-1, h, w, tokens.shape[-1]).permute(0, 3, 1, 2).contiguous()  # unfold is slow on strides
         return self.soft_split(grid).transpose(1, 2)
 
 
@@ -228,8 +228,8 @@ def attention_with_value_residual(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     if q.device.type == 'cpu':
         # CPU SDPA has no fused kernel for values wider than q/k; its fallback computes bf16 in fp32, about 5x
         # slower under autocast than these two matmuls
-        weights = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)
-        return weights @ v + v
+        weights = torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
+        return (weights @ v).add_(v)
     return F.scaled_dot_product_attention(q, k, v, scale=scale) + v
 
 
