@@ -15,6 +15,11 @@ Networks and inputs (7 snapshots of 16x12, as in TUFs-145K):
 
 Precisions: ``fp32`` and ``bf16`` (``torch.autocast``, CPU or CUDA). For VidFace bf16 the script also reports the
 PSNR of the bf16 output against the fp32 output of the same network and input (images mapped from [-1, 1] to [0, 1]).
+EDVR has no bf16 run on CPU: torchvision's ``deform_conv2d`` has no bf16 CPU kernel.
+
+Besides wall-clock time the table gives ``cpu s``: the process's CPU time per run divided by the thread count. On a
+machine shared with other work the wall time grows with the load; ``cpu s`` much less so (it is close to the wall
+time on an idle machine). The 1-minute load average before each case is printed too.
 
 The training step (batch 4) is the official one: AdamW (lr 4e-4, betas (0.9, 0.99)), Charbonnier (sum, eps 1e-12)
 over all snapshots plus the reference snapshot again, smooth-L1 (sum) landmark loss weighted 1, 2, ... per
@@ -28,6 +33,7 @@ Usage::
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -138,18 +144,20 @@ def run_case(case: dict) -> dict:
         base_memory = torch.cuda.memory_allocated(device) / 2**20
     else:
         base_memory = rss_mb()
-    times = []
+    times, cpu_times = [], []
     for index in range(case['runs'] + 1):  # the first run is the warm-up
         if cuda:
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize(device)
         if index:
             times.append(time.perf_counter() - start)
+            cpu_times.append((time.process_time() - cpu_start) / case['threads'])
     peak = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()) - base_memory
-    result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times), peak_mb=peak)
+    result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times),
+                  cpu_s=statistics.median(cpu_times), peak_mb=peak)
 
     if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
         with torch.no_grad():
@@ -166,13 +174,19 @@ def cases(args) -> list[dict]:
     found = []
     for net in ('vidface', 'edvr_x4', 'edvr_x8'):
         for batch in args.batches:
-            for precision in args.precisions:
+            for precision in supported_precisions(net, args):
                 found.append(dict(common, net=net, batch=batch, precision=precision, mode='forward', runs=args.runs))
     if not args.skip_train:
         for net in ('vidface', 'edvr_x4'):
-            for precision in args.precisions:
+            for precision in supported_precisions(net, args):
                 found.append(dict(common, net=net, batch=4, precision=precision, mode='train', runs=args.train_runs))
     return found
+
+
+def supported_precisions(net: str, args) -> list[str]:
+    if net.startswith('edvr') and args.device == 'cpu':
+        return [precision for precision in args.precisions if precision != 'bf16']  # no bf16 deform_conv2d on CPU
+    return args.precisions
 
 
 def main():
@@ -194,10 +208,11 @@ def main():
           f'median of {args.runs} forward / {args.train_runs} training runs after 1 warm-up, each case in a fresh '
           f'process')
     header = f'{"network":<9} {"params":>10} {"mode":<8} {"batch":>5} {"prec":<5} {"median s":>9} {"min s":>8} ' \
-             f'{"peak MB":>8}  notes'
+             f'{"cpu s":>7} {"peak MB":>8} {"load":>5}  notes'
     print(header)
     print('-' * len(header))
     for case in cases(args):
+        load = os.getloadavg()[0]
         completed = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)], capture_output=True,
                                    text=True)
         if completed.returncode:
@@ -207,8 +222,8 @@ def main():
         result = json.loads(completed.stdout.strip().splitlines()[-1])
         notes = f'PSNR vs fp32 {result["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in result else ''
         print(f'{result["net"]:<9} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
-              f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} '
-              f'{result["peak_mb"]:>8.0f}  {notes}', flush=True)
+              f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} {result["cpu_s"]:>7.3f} '
+              f'{result["peak_mb"]:>8.0f} {load:>5.1f}  {notes}', flush=True)
 
 
 if __name__ == '__main__':
