@@ -10,8 +10,9 @@ LMDB (``io_backend: {type: lmdb}``, roots ending in ``.lmdb``, built by ``datase
 frame ``<clip>/<seq>/imN.png`` under the key ``<clip>/<seq>/imN``; without a meta_info_file the clips are read from
 the LMDB's own ``meta_info.txt`` (disk: from the folder tree).
 
-LR made online: MATLAB-like bicubic x1/8 with anti-aliasing (``basicsr.utils.matlab_functions.imresize``), rounded
-to 8 bits as if it had been saved as PNG, so online LR equals LR prepared on disk with the same resize.
+LR made online: MATLAB bicubic x1/8 with anti-aliasing (BasicSR's ``imresize``, applied as matrices by
+:mod:`vfsr_data.matlab_resize`), rounded to 8 bits as if it had been saved as PNG, so online LR equals LR prepared on
+disk with the same resize.
 
 Landmarks (optional, ``landmark_file``): five points per frame, left eye, right eye, nose, left mouth corner, right
 mouth corner ("left" = the image's left), as 10 numbers ``x1, y1, ..., x5, y5`` normalised to [0, 1] by the image
@@ -46,9 +47,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from basicsr.utils import FileClient, imfrombytes, img2tensor
-from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
+
+from vfsr_data.matlab_resize import matlab_resize
 
 NUM_LANDMARKS = 5
 # Index pairs of the points that trade names under a horizontal flip: (left eye, right eye), (mouth left, right).
@@ -174,11 +176,6 @@ class TUFSClips(data.Dataset):
                              f'expected {(*size, 3)}')
         return image
 
-    def _downsample(self, gt: np.ndarray) -> np.ndarray:
-        """MATLAB-like bicubic x1/scale, quantised to 8 bits like an LR frame saved as PNG."""
-        lq = imresize(gt, 1 / self.scale)
-        return np.round(np.clip(lq, 0, 1) * 255) / 255
-
     def read_clip(self, index: int) -> dict:
         """All snapshots of clip ``index`` in order (see the module docstring for the returned tensors)."""
         if self.file_client is None:
@@ -186,13 +183,12 @@ class TUFSClips(data.Dataset):
             self.file_client = FileClient(backend.pop('type'), **backend)
         clip = self.keys[index]
         gt_frames = [self._read_frame(self.gt_root, 'gt', clip, i, self.gt_size) for i in range(self.num_frame)]
+        gt = torch.stack(img2tensor(gt_frames, bgr2rgb=True, float32=True))  # (t, 3, H, W) RGB in [0, 1]
         if self.lq_root is not None:
             lq_frames = [self._read_frame(self.lq_root, 'lq', clip, i, self.lq_size) for i in range(self.num_frame)]
-        else:
-            lq_frames = [self._downsample(frame) for frame in gt_frames]
-        # [0, 1] BGR -> [-1, 1] RGB, as the official data pipeline
-        gt = torch.stack(img2tensor(gt_frames, bgr2rgb=True, float32=True)) * 2 - 1
-        lq = torch.stack(img2tensor(lq_frames, bgr2rgb=True, float32=True)) * 2 - 1
+            lq = torch.stack(img2tensor(lq_frames, bgr2rgb=True, float32=True))
+        else:  # MATLAB bicubic, rounded to 8 bits like an LR frame saved as PNG
+            lq = torch.round(matlab_resize(gt, 1 / self.scale).clamp(0, 1) * 255) / 255
 
         landmarks = torch.zeros(self.num_frame, 2 * NUM_LANDMARKS)
         flags = torch.zeros(self.num_frame)
@@ -201,7 +197,8 @@ class TUFSClips(data.Dataset):
             if value is not None:
                 landmarks[i] = torch.from_numpy(value) - 0.5
                 flags[i] = 1
-        return {'lq': lq, 'gt': gt, 'landmarks': landmarks, 'landmark_flags': flags, 'key': clip}
+        # [-1, 1], as the official data pipeline
+        return {'lq': lq * 2 - 1, 'gt': gt * 2 - 1, 'landmarks': landmarks, 'landmark_flags': flags, 'key': clip}
 
 
 @DATASET_REGISTRY.register()

@@ -12,7 +12,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from vfsr_arch.bicubic_arch import matlab_bicubic_upsample
+from vfsr_data.matlab_resize import matlab_resize
 
 
 def split_network_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -137,7 +137,7 @@ class VidFaceModel(SRModel):
             suffix = self.opt['val'].get('suffix') or self.opt['name']
             stem = osp.join(self.opt['path']['visualization'], dataset_name, f'{name}_{suffix}')
         scale = output_img.shape[0] // self.lq.shape[-2]
-        bicubic = matlab_bicubic_upsample(self.lq[item, self.reference_index], scale)
+        bicubic = matlab_resize(self.lq[item, self.reference_index], scale)
         panels = [tensor2img(bicubic.cpu(), min_max=(-1, 1)), output_img] + ([gt_img] if gt_img is not None else [])
         imwrite(output_img, f'{stem}.png')
         imwrite(np.concatenate(panels, axis=1), f'{stem}_compare.png')
