@@ -218,6 +218,28 @@ def test_test_dataset_reads_whole_degraded_clips(synthetic, tmp_path):
         build_dataset(options)
 
 
+def test_test_dataset_aligns_unaligned_clips_by_landmarks(synthetic, tmp_path):
+    """The official VFHQ-Test layout: unaligned GT and LQ clips plus landmarks in GT pixels, aligned when read."""
+    lq_root = tmp_path / 'lq'
+    for clip in ('clip000', 'clip001', 'clip002'):
+        (lq_root / clip).mkdir(parents=True)
+        for path in sorted((synthetic / 'raw' / 'frames' / clip).iterdir()):
+            raw = cv2.imread(str(path))
+            cv2.imwrite(str(lq_root / clip / path.name), cv2.resize(raw, (24, 24), interpolation=cv2.INTER_AREA))
+    dataset = build_dataset(dict(type='VideoClipTestDataset', name='val', phase='val', dataroot_lq=str(lq_root),
+                                 dataroot_gt=str(synthetic / 'raw' / 'frames'), gt_size=GT_SIZE, scale=SCALE,
+                                 dataroot_landmarks=str(synthetic / 'raw' / 'landmarks')))
+    item = dataset[2]
+    assert item['lq'].shape == (10, 3, 16, 16) and item['gt'].shape == (10, 3, GT_SIZE, GT_SIZE)
+    aligned = np.stack([cv2.imread(str(synthetic / 'aligned' / 'clip002' / f'{index:08d}.png'))[:, :, ::-1]
+                        for index in range(10)]) / 255
+    np.testing.assert_allclose(item['gt'].numpy().transpose(0, 2, 3, 1), aligned, atol=1 / 255 + 1e-6)
+    expected_lq = np.stack([cv2.resize(frame, (16, 16), interpolation=cv2.INTER_AREA) for frame in aligned])
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    error = item['lq'].numpy().transpose(0, 2, 3, 1)[inner] - expected_lq[inner]
+    assert 10 * np.log10(1 / np.mean(error**2)) > 25
+
+
 def test_basicsr_dataloader_batches_clips(synthetic):
     options = clip_options(synthetic, num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1,
                            use_shuffle=True)

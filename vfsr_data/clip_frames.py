@@ -105,3 +105,9 @@ def frames_to_tensor(frames: np.ndarray, normalize: bool) -> torch.Tensor:
     """(T, H, W, 3) RGB float in [0, 1] -> (T, 3, H, W) float32, in [-1, 1] when ``normalize``."""
     tensor = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32))
     return tensor * 2 - 1 if normalize else tensor
+
+
+def bgr_to_rgb_float(images: np.ndarray) -> np.ndarray:
+    """BGR frames (..., 3), uint8 or float in [0, 1] -> RGB float32 in [0, 1]."""
+    rgb = images[..., ::-1].astype(np.float32)
+    return rgb / 255 if images.dtype == np.uint8 else rgb

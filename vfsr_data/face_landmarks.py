@@ -2,13 +2,15 @@
 
 Landmark file (one per clip, ``<landmark root>/<clip name>.txt``), plain text::
 
-    # comment lines start with '#'
+    # comments and other header lines (not starting with a frame file name) are ignored
     <frame file name> x1 y1 x2 y2 x3 y3 x4 y4 x5 y5
     00000000.png 204.00 101.00 247.00 103.00 224.00 127.00 203.00 142.00 245.00 141.00
 
-Coordinates are pixels of that frame. The points are, in order: eye on the image's left, eye on the image's right,
-nose tip, mouth corner on the image's left, mouth corner on the image's right (the order of RetinaFace, facexlib and
-the FFHQ template below). This is the layout of the official KEEP per-clip ``meta_info/<clip>.txt`` files.
+Coordinates are pixels of that frame. Lines whose first field is not an image file name are headers and are
+ignored (the official reader also keeps only the frame lines). The points are, in order: eye on the image's left,
+eye on the image's right, nose tip, mouth corner on the image's left, mouth corner on the image's right (the order
+of RetinaFace, facexlib and the FFHQ template below). This is the layout of the official KEEP per-clip
+``meta_info/<clip>.txt`` files.
 
 VFHQ annotation files (``Clip+<video>+P<person>+C<clip>+F<start>-<end>.txt``) have a header (``Video ID``, ``H``,
 ``W``, ``FPS``, a ``FRAME INDEX X0 Y0 W H [Landmarks (5 Points)]`` line), then one line per frame: the frame index,
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from vfsr_data.clip_frames import IMAGE_EXTENSIONS, bgr_to_rgb_float
 
 # The FFHQ 5-point template for a 512x512 face (facexlib / CodeFormer / KEEP alignment), points in the order above.
 FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360], [256.63416, 314.01935],
@@ -38,7 +42,7 @@ def read_landmark_file(path: str | Path) -> dict[str, np.ndarray]:
     landmarks = {}
     for line_number, line in enumerate(path.read_text().splitlines(), start=1):
         tokens = line.split()
-        if not tokens or tokens[0].startswith('#'):
+        if not tokens or not tokens[0].lower().endswith(IMAGE_EXTENSIONS):
             continue
         if len(tokens) != 11:
             raise ValueError(f'{path}:{line_number}: expected "<frame> x1 y1 ... x5 y5" (11 fields), '
@@ -119,3 +123,23 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine ``matrix`` to (N, 2) points."""
     points = np.asarray(points, dtype=np.float64)
     return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def align_clip(images: np.ndarray, landmarks: np.ndarray | None, size: int,
+               template: np.ndarray | None = None) -> np.ndarray:
+    """Align (T, H, W, 3) BGR frames (uint8, or float in [0, 1]) by their landmarks (T, 5, 2) into (T, size, size,
+    3) RGB float32 in [0, 1]; without landmarks only convert."""
+    if landmarks is not None:
+        images = np.stack([align_face(image, points, size, template) for image, points in zip(images, landmarks)])
+    return bgr_to_rgb_float(images)
+
+
+def align_lq_clip(images: np.ndarray, gt_landmarks: np.ndarray, ratio: tuple[float, float], gt_size: int,
+                  scale: int) -> np.ndarray:
+    """Align LQ frames (T, h, w, 3) BGR whose landmarks are known in GT pixels (``ratio`` = LQ size / GT size, x
+    and y) into (T, gt_size/scale, ...) RGB float: landmarks and template both move into LQ pixels, so the LQ face
+    lines up with the GT face aligned to ``gt_size``."""
+    lq_size = gt_size // scale
+    lq_landmarks = downscale_points(gt_landmarks, *ratio)
+    lq_template = downscale_points(template_for_size(gt_size), lq_size / gt_size)
+    return align_clip(images, lq_landmarks, lq_size, lq_template)

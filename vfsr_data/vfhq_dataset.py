@@ -19,7 +19,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from vfsr_data.clip_frames import BadClipError, ClipFrames, frames_to_tensor
-from vfsr_data.face_landmarks import align_face, downscale_points, read_landmark_file, template_for_size
+from vfsr_data.face_landmarks import align_clip, align_lq_clip, read_landmark_file
 from vfsr_data.video_degradation import VideoDegradation
 
 MAX_SKIPS = 100  # consecutive bad clips tolerated with skip_bad_clips before giving up
@@ -81,16 +81,6 @@ class AlignedFaceFrames:
         """(T, gt_size, gt_size, 3) RGB float32 in [0, 1]: the frames ``stems`` of ``clip``, aligned."""
         images, landmarks = self.read_raw(clip, stems)
         return align_clip(images, landmarks, self.gt_size)
-
-
-def align_clip(images: np.ndarray, landmarks: np.ndarray | None, size: int,
-               template: np.ndarray | None = None) -> np.ndarray:
-    """Align (T, H, W, 3) BGR frames (uint8, or float in [0, 1]) by their landmarks (T, 5, 2) into (T, size, size,
-    3) RGB float32 in [0, 1]; without landmarks only convert."""
-    scale = 1 / 255 if images.dtype == np.uint8 else 1.0
-    if landmarks is not None:
-        images = np.stack([align_face(image, points, size, template) for image, points in zip(images, landmarks)])
-    return images[..., ::-1].astype(np.float32) * np.float32(scale)  # BGR -> RGB
 
 
 class SkippingDataset(data.Dataset):
@@ -206,13 +196,10 @@ class VFHQClipDataset(SkippingDataset):
                 'key': f'{clip}/{stems[window[0]]}'}
 
     def degrade_then_align(self, images: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The official order: degrade the frames as stored, then align the LQ frames by the landmarks moved into
-        LQ pixels, onto the template moved the same way, so the LQ face lines up with the GT face."""
+        """The official order: degrade the frames as stored, then align the LQ frames by the same landmarks."""
         lq = self.degradation(images[..., ::-1].astype(np.float32) / 255, rng)
-        lq_size = self.gt_size // self.scale
-        lq_landmarks = downscale_points(landmarks, lq.shape[2] / images.shape[2], lq.shape[1] / images.shape[1])
-        lq_template = downscale_points(template_for_size(self.gt_size), lq_size / self.gt_size)
-        return align_clip(lq[..., ::-1], lq_landmarks, lq_size, lq_template)
+        ratio = (lq.shape[2] / images.shape[2], lq.shape[1] / images.shape[1])
+        return align_lq_clip(lq[..., ::-1], landmarks, ratio, self.gt_size, self.scale)
 
     def window(self, clip: str, length: int, centre: int, rng: np.random.Generator) -> list[int]:
         """Frame indices of one training window of ``clip`` (``length`` frames) around ``centre``."""

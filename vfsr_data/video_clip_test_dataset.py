@@ -4,7 +4,9 @@ import numpy as np
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from vfsr_data.clip_frames import BadClipError, ClipFrames, frames_to_tensor
+from vfsr_data.clip_frames import BadClipError, ClipFrames, bgr_to_rgb_float, frames_to_tensor
+from vfsr_data.face_landmarks import align_clip, align_lq_clip
+from vfsr_data.vfhq_dataset import AlignedFaceFrames
 
 
 @DATASET_REGISTRY.register()
@@ -16,6 +18,9 @@ class VideoClipTestDataset(data.Dataset):
         io_backend (dict): ``{type: disk}`` or ``{type: lmdb}`` (both roots).
         meta_info_file (str | None): clip names to use. max_frames (int | None): keep the first frames only.
         scale (int | None): when given, GT frames must be exactly ``scale`` times the LQ size.
+        dataroot_landmarks (str | None): per-clip landmark files in GT pixels (the official test split's
+            ``meta_info``): GT frames are then aligned to ``gt_size`` (default 512) and LQ frames, by the same
+            landmarks moved into LQ pixels, to ``gt_size / scale`` (needs ``scale``). None: frames as stored.
         normalize (bool): [-1, 1] tensors instead of [0, 1], default false.
 
     Returns ``{'lq': (T, 3, h, w), 'gt': (T, 3, H, W) when GT exists, 'folder': clip, 'key': clip}``; the attribute
@@ -32,10 +37,18 @@ class VideoClipTestDataset(data.Dataset):
         self.gt = None
         if opt.get('dataroot_gt') is not None:
             self.gt = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
+        self.gt_size = opt.get('gt_size', 512)
+        self.landmarks = None
+        if opt.get('dataroot_landmarks') is not None:
+            if self.scale is None:
+                raise ValueError('VideoClipTestDataset: aligning with dataroot_landmarks needs scale')
+            self.landmarks = AlignedFaceFrames(self.lq, opt['dataroot_landmarks'], self.gt_size)
         self.folders = sorted(self.lq.clips)
         for folder in self.folders:
             if not self.lq.clips[folder]:
                 raise BadClipError(f'clip {folder!r} in {self.lq.root} has no frames')
+            if self.landmarks is not None:
+                self.landmarks.check_landmark_file(folder)
             if self.gt is not None and self.gt.clips.get(folder) != self.lq.clips[folder]:
                 raise BadClipError(f'clip {folder!r}: GT frames in {self.gt.root} do not match the LQ frames in '
                                    f'{self.lq.root} ({len(self.gt.clips.get(folder, []))} vs '
@@ -49,23 +62,30 @@ class VideoClipTestDataset(data.Dataset):
         return len(self.folders)
 
     def read_clip(self, frames: ClipFrames, folder: str) -> np.ndarray:
+        """(T, H, W, 3) BGR uint8 frames of one clip, all of one size."""
         images = []
         for stem in self.frame_stems(folder):
             image = frames.read(folder, stem)
             if images and image.shape != images[0].shape:
                 raise BadClipError(f'{frames.describe(folder, stem)} is {image.shape[1]}x{image.shape[0]}, other '
                                    f'frames of the clip are {images[0].shape[1]}x{images[0].shape[0]}')
-            images.append(image[:, :, ::-1])  # BGR -> RGB
-        return np.stack(images).astype(np.float32) / 255.0
+            images.append(image)
+        return np.stack(images)
 
     def __getitem__(self, index: int) -> dict:
         folder = self.folders[index]
-        lq = self.read_clip(self.lq, folder)
+        lq_frames, landmarks = (self.landmarks.read_raw(folder, self.frame_stems(folder)) if self.landmarks
+                                else (self.read_clip(self.lq, folder), None))
+        gt_frames = None if self.gt is None else self.read_clip(self.gt, folder)
+        if gt_frames is not None and self.scale is not None and \
+                gt_frames.shape[1:3] != (lq_frames.shape[1] * self.scale, lq_frames.shape[2] * self.scale):
+            raise BadClipError(f'clip {folder!r}: GT frames are {gt_frames.shape[2]}x{gt_frames.shape[1]}, LQ '
+                               f'frames {lq_frames.shape[2]}x{lq_frames.shape[1]}; expected scale {self.scale}')
+        if landmarks is None:
+            lq = bgr_to_rgb_float(lq_frames)
+        else:
+            lq = align_lq_clip(lq_frames, landmarks, (1 / self.scale, 1 / self.scale), self.gt_size, self.scale)
         item = {'lq': frames_to_tensor(lq, self.normalize), 'folder': folder, 'key': folder}
-        if self.gt is not None:
-            gt = self.read_clip(self.gt, folder)
-            if self.scale is not None and gt.shape[1:3] != (lq.shape[1] * self.scale, lq.shape[2] * self.scale):
-                raise BadClipError(f'clip {folder!r}: GT frames are {gt.shape[2]}x{gt.shape[1]}, LQ frames '
-                                   f'{lq.shape[2]}x{lq.shape[1]}; expected scale {self.scale}')
-            item['gt'] = frames_to_tensor(gt, self.normalize)
+        if gt_frames is not None:
+            item['gt'] = frames_to_tensor(align_clip(gt_frames, landmarks, self.gt_size), self.normalize)
         return item
