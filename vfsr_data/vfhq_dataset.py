@@ -83,14 +83,41 @@ class AlignedFaceFrames:
         return align_clip(images, landmarks, self.gt_size)
 
 
-class SkippingDataset(data.Dataset):
-    """Shared by the training datasets: a bad clip raises, or with ``skip_bad_clips`` is logged and replaced."""
+class ClipFramesDataset(data.Dataset):
+    """Shared by the training datasets: one item per frame of every usable clip (from ``dataroot_gt``,
+    ``io_backend``, ``meta_info_file``, ``dataroot_landmarks``, ``gt_size``). A bad clip raises an error naming it,
+    or with ``skip_bad_clips`` is logged once and replaced by a random other one."""
 
-    def __init__(self, opt: dict):
+    def __init__(self, opt: dict, min_frames: int = 1):
         self.opt = opt
         self.skip_bad_clips = opt.get('skip_bad_clips', False)
         self.seed = opt.get('seed')
+        self.normalize = opt.get('normalize', False)
         self.bad_clips = set()
+        frames = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
+        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), opt.get('gt_size', 512))
+        self.clips = []
+        for clip, stems in frames.clips.items():
+            try:
+                if len(stems) < min_frames:
+                    raise BadClipError(f'clip {clip!r} in {frames.root} has {len(stems)} frames, fewer than '
+                                       f'num_frame {min_frames}')
+                self.faces.check_landmark_file(clip)
+                self.clips.append(clip)
+            except BadClipError as error:
+                self.report_bad_clip(clip, error)
+        # Item i is frame i - frame_offsets[k] of clip k: no per-frame list (VFHQ has millions of frames).
+        self.frame_offsets = np.cumsum([0] + [len(frames.clips[clip]) for clip in self.clips]).tolist()
+        if len(self) == 0:
+            raise BadClipError(f'no usable clips in {frames.root}')
+
+    def __len__(self) -> int:
+        return self.frame_offsets[-1]
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(clip, frame position in the clip) of item ``index``."""
+        clip_index = bisect.bisect_right(self.frame_offsets, index) - 1
+        return self.clips[clip_index], index - self.frame_offsets[clip_index]
 
     def report_bad_clip(self, clip: str, error: BadClipError) -> None:
         if not self.skip_bad_clips:
@@ -102,18 +129,21 @@ class SkippingDataset(data.Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = sample_generator(self.seed, index)
         for _ in range(MAX_SKIPS):
-            clip = self.clip_of(index)
+            clip, position = self.locate(index)
             if clip not in self.bad_clips:
                 try:
-                    return self.load(index, rng)
+                    return self.load(clip, position, rng)
                 except BadClipError as error:
                     self.report_bad_clip(clip, error)
             index = int(rng.integers(len(self)))
         raise BadClipError(f'{type(self).__name__}: {MAX_SKIPS} bad clips in a row, last {clip!r}')
 
+    def load(self, clip: str, position: int, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
 
 @DATASET_REGISTRY.register()
-class VFHQClipDataset(SkippingDataset):
+class VFHQClipDataset(ClipFramesDataset):
     """Training clips for KEEP: ``num_frame`` aligned GT frames and their online-degraded LQ frames.
 
     One sample per frame of every clip (like the official data): sample ``index`` centres a window of
@@ -140,12 +170,11 @@ class VFHQClipDataset(SkippingDataset):
     """
 
     def __init__(self, opt: dict):
-        super().__init__(opt)
         self.num_frame = opt.get('num_frame', 8)
+        super().__init__(opt, min_frames=self.num_frame)
         self.interval_list = list(opt.get('interval_list', [1, 2, 3, 4, 5, 6]))
         self.random_reverse = opt.get('random_reverse', True)
         self.use_flip = opt.get('use_flip', False)
-        self.normalize = opt.get('normalize', False)
         self.gt_size, self.scale = opt.get('gt_size', 512), opt.get('scale', 4)
         if self.gt_size % self.scale:
             raise ValueError(f'gt_size {self.gt_size} is not a multiple of scale {self.scale}')
@@ -153,36 +182,11 @@ class VFHQClipDataset(SkippingDataset):
         self.degrade_before_align = opt.get('degrade_before_align', False)
         if self.degrade_before_align and opt.get('dataroot_landmarks') is None:
             raise ValueError('degrade_before_align needs dataroot_landmarks (raw frames and their landmarks)')
-        frames = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
-        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), self.gt_size)
-
-        self.clips = []
-        for clip, stems in frames.clips.items():
-            try:
-                if len(stems) < self.num_frame:
-                    raise BadClipError(f'clip {clip!r} in {frames.root} has {len(stems)} frames, fewer than '
-                                       f'num_frame {self.num_frame}')
-                self.faces.check_landmark_file(clip)
-                self.clips.append(clip)
-            except BadClipError as error:
-                self.report_bad_clip(clip, error)
-        if not self.clips:
-            raise BadClipError(f'no usable clips in {frames.root}')
-        self.frame_offsets = np.cumsum([0] + [len(frames.clips[clip]) for clip in self.clips]).tolist()
         get_root_logger().info(f'VFHQClipDataset: {len(self.clips)} clips, {len(self)} windows, interval list '
                                f'{self.interval_list}, random reverse {self.random_reverse}')
 
-    def __len__(self) -> int:
-        return self.frame_offsets[-1]
-
-    def clip_of(self, index: int) -> str:
-        return self.clips[bisect.bisect_right(self.frame_offsets, index) - 1]
-
-    def load(self, index: int, rng: np.random.Generator) -> dict:
-        clip_index = bisect.bisect_right(self.frame_offsets, index) - 1
-        clip = self.clips[clip_index]
+    def load(self, clip: str, centre: int, rng: np.random.Generator) -> dict:
         stems = self.faces.frames.clips[clip]
-        centre = index - self.frame_offsets[clip_index]
         window = self.window(clip, len(stems), centre, rng)
         images, landmarks = self.faces.read_raw(clip, [stems[i] for i in window])
         gt = align_clip(images, landmarks, self.gt_size)
@@ -219,7 +223,7 @@ class VFHQClipDataset(SkippingDataset):
 
 
 @DATASET_REGISTRY.register()
-class VFHQImageDataset(SkippingDataset):
+class VFHQImageDataset(ClipFramesDataset):
     """Single aligned HQ faces for stage 1 (the VQGAN autoencoder), from clip folders or a flat image folder.
 
     Options: dataroot_gt, io_backend, dataroot_landmarks, meta_info_file, gt_size, normalize, seed,
@@ -231,27 +235,9 @@ class VFHQImageDataset(SkippingDataset):
     def __init__(self, opt: dict):
         super().__init__(opt)
         self.use_flip = opt.get('use_flip', True)
-        self.normalize = opt.get('normalize', False)
-        frames = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
-        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), opt.get('gt_size', 512))
-        self.items = []
-        for clip, stems in frames.clips.items():
-            try:
-                self.faces.check_landmark_file(clip)
-                self.items.extend((clip, stem) for stem in stems)
-            except BadClipError as error:
-                self.report_bad_clip(clip, error)
-        if not self.items:
-            raise BadClipError(f'no usable frames in {frames.root}')
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def clip_of(self, index: int) -> str:
-        return self.items[index][0]
-
-    def load(self, index: int, rng: np.random.Generator) -> dict:
-        clip, stem = self.items[index]
+    def load(self, clip: str, position: int, rng: np.random.Generator) -> dict:
+        stem = self.faces.frames.clips[clip][position]
         face = self.faces.read(clip, [stem])
         if self.use_flip and rng.random() < 0.5:
             face = np.ascontiguousarray(face[:, :, ::-1])
