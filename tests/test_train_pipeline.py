@@ -112,7 +112,7 @@ def test_two_cpu_processes_train_in_lockstep_with_gloo(workdir, launcher):
     ({'path': {'pretrain_network_g': 'weights/missing.pth'}},
      "path.pretrain_network_g: weights file 'weights/missing.pth' does not exist"),
     ({'train': {'pixel_opt': {'type': 'NoSuchLoss'}}}, "train.pixel_opt.type: unknown loss type 'NoSuchLoss'"),
-    ({'model_type': 'VidFaceModle'}, "model_type: unknown model type 'VidFaceModle'; did you mean VidFaceModel?"),
+    ({'model_type': 'VidFaceModle'}, "model_type: unknown model type 'VidFaceModle'; did you mean VidFaceModel,"),
 ])
 def test_bad_options_fail_with_one_clear_line_and_write_nothing(workdir, change, message):
     name = 'bad_' + str(abs(hash(message)))
