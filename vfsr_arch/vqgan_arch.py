@@ -150,10 +150,11 @@ class ResBlock(nn.Module):
             self.conv_out = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        skip = self.conv_out(x) if hasattr(self, 'conv_out') else x
-        return skip + h
+        # In-place activations and residual on fresh tensors: on CPU, allocating a new large tensor costs about as
+        # much as the element-wise op itself. Autograd needs neither overwritten tensor.
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        return h.add_(self.conv_out(x) if hasattr(self, 'conv_out') else x)
 
 
 class AttnBlock(nn.Module):
@@ -174,7 +175,7 @@ class AttnBlock(nn.Module):
         # (b, c, h, w) -> (b, 1 head, h*w, c)
         q, k, v = (proj(normed).flatten(2).transpose(1, 2).unsqueeze(1) for proj in (self.q, self.k, self.v))
         attended = F.scaled_dot_product_attention(q, k, v)  # default scale c^-0.5, as the official code
-        return x + self.proj_out(attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w))
+        return self.proj_out(attended.squeeze(1).transpose(1, 2).reshape(b, c, h, w)).add_(x)
 
 
 class Downsample(nn.Module):
