@@ -178,7 +178,10 @@ class VFHQClipDataset(ClipFramesDataset):
         self.gt_size, self.scale = opt.get('gt_size', 512), opt.get('scale', 4)
         if self.gt_size % self.scale:
             raise ValueError(f'gt_size {self.gt_size} is not a multiple of scale {self.scale}')
-        self.degradation = VideoDegradation({**opt.get('degradation', {}), 'scale': self.scale})
+        degradation = dict(opt.get('degradation') or {})
+        if degradation.setdefault('scale', self.scale) != self.scale:
+            raise ValueError(f'degradation scale {degradation["scale"]} differs from the dataset scale {self.scale}')
+        self.degradation = VideoDegradation(degradation)
         self.degrade_before_align = opt.get('degrade_before_align', False)
         if self.degrade_before_align and opt.get('dataroot_landmarks') is None:
             raise ValueError('degrade_before_align needs dataroot_landmarks (raw frames and their landmarks)')
