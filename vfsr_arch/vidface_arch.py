@@ -342,6 +342,14 @@ class VidFaceTransformer(nn.Module):
         return self.lmhead(self.down3(self.down2(tokens)).reshape(num_snapshots, -1))
 
 
+def per_pixel(linear: nn.Linear, image: torch.Tensor) -> torch.Tensor:
+    """Apply ``linear`` to the channels of every pixel of (n, c, h, w), as a 1x1 convolution.
+
+    Same result as permuting to channels-last and back, without the copies autograd would keep for training.
+    """
+    return F.conv2d(image, linear.weight[:, :, None, None], linear.bias)
+
+
 def init_linear(module: nn.Module):
     """Official initialisation: every Linear gets N(0, 0.03^2) weights (truncated at +-2) and zero bias."""
     if isinstance(module, nn.Linear):
@@ -416,10 +424,10 @@ class VidFace(nn.Module):
         self.check_input(x)
         b, t, c, h, w = x.shape
         features, landmarks = self.vidface(x)  # (b*t, deu_out_channels, s*h, s*w)
-        pixels = features.permute(0, 2, 3, 1)
-        residual = self.linear_last(F.leaky_relu(self.linear_hr(pixels), 0.1)).permute(0, 3, 1, 2)
+        hidden = F.leaky_relu(per_pixel(self.linear_hr, features), 0.1, inplace=True)
+        residual = per_pixel(self.linear_last, hidden)
         base = F.interpolate(x.view(b * t, c, h, w), scale_factor=self.scale, mode='bilinear', align_corners=False)
-        return (base + residual).reshape(b, t, c, self.scale * h, self.scale * w), landmarks
+        return (base + residual).view(b, t, c, self.scale * h, self.scale * w), landmarks
 
     def check_input(self, x: torch.Tensor):
         """One clear error for input that does not fit the configured network."""
