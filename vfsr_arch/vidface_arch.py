@@ -274,7 +274,9 @@ class DetokenUpsampling(nn.Module):
         tokens = torch.cat((self.unproject1(refined), x1, x2, x3), dim=-1)
         patches = self.norm(self.detoken_trans(tokens))  # (b, t*h*w, patch_dim)
         b, n, patch_dim = patches.shape
-        return self.token_to_image(patches.view(b * self.num_frames, n // self.num_frames, patch_dim).transpose(1, 2))
+        image = self.token_to_image(patches.view(b * self.num_frames, n // self.num_frames, patch_dim).transpose(1, 2))
+        # Fold's result sits in a storage as large as its input (4x the image here); a copy lets that storage go
+        return image.clone()
 
 
 class VidFaceTransformer(nn.Module):
