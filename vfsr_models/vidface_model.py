@@ -48,8 +48,8 @@ class VidFaceModel(SRModel):
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        self.cri_landmark = build_loss(train_opt['landmark_opt']).to(self.device) if train_opt.get(
-            'landmark_opt') else None
+        landmark_opt = train_opt.get('landmark_opt')
+        self.cri_landmark = build_loss(landmark_opt).to(self.device) if landmark_opt else None
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         super().init_training_settings()
 
