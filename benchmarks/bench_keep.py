@@ -1,0 +1,131 @@
+"""KEEP speed and memory: per-frame latency and peak memory, whole clip vs streaming, T vs 4T frames, fp32 / bf16.
+
+Every measurement runs in a fresh process (so peak memory is its own): build KEEP with the official widths
+(``inference_keep.py`` 'KEEP', random weights) at ``img_size`` = --sizes (the latent grid follows the size), one
+warm-up run, then the median of --repeats runs under ``torch.no_grad()``: wall seconds per frame, and CPU seconds
+per frame (all threads; less sensitive to other processes on a shared machine). Memory is the peak growth during a run:
+resident-set high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set before it on CPU,
+``torch.cuda.max_memory_allocated`` growth on CUDA.
+
+Modes: ``clip`` = ``net(x, need_upscale=False)`` on T frames as one chunk (the official ``forward``);
+``stream`` = ``net.restore_video(frames, max_length=T)`` (chunks of T frames, the official inference's chunking).
+Each is run on T and 4T frames: streaming memory must not depend on the video length.
+
+    python benchmarks/bench_keep.py --sizes 128 256 --frames 2            # CPU, fp32 and bf16
+    python benchmarks/bench_keep.py --sizes 512 --frames 2 --modes clip   # official: 6-7 s/frame, 74 + 380 T MB
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+OFFICIAL_KEEP = dict(emb_dim=256, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, cft_list=['16', '32', '64'],
+                     kalman_attn_head_dim=48, num_uncertainty_layers=3, cfa_list=['16', '32'], cfa_nhead=4,
+                     cfa_dim=256, cond=1)
+
+
+def resident_mb(field: str) -> float:
+    """VmRSS (current) or VmHWM (peak) of this process in MB."""
+    for line in Path('/proc/self/status').read_text().splitlines():
+        if line.startswith(field + ':'):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
+def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads: int, repeats: int,
+            chunk: int) -> dict:
+    """One configuration, in this process."""
+    import torch
+
+    from vfsr_arch.keep_arch import KEEP  # the package import applies vfsr_compat first
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = KEEP(img_size=size, latent_size=(size // 32)**2, **OFFICIAL_KEEP).to(device).eval()
+    clip = torch.rand(1, frames, 3, size, size, device=device) * 2 - 1
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
+    def run():
+        with torch.no_grad(), autocast:
+            if mode == 'clip':
+                out = net(clip, need_upscale=False)
+            else:
+                out = torch.stack(list(net.restore_video(clip.unbind(1), max_length=chunk)), dim=1)
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        return out
+
+    reference = run()  # warm-up
+    seconds, cpu_seconds, peaks = [], [], []
+    for _ in range(repeats):
+        if device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated() / 2**20
+        else:
+            Path('/proc/self/clear_refs').write_text('5')  # reset the resident high-water mark
+            before = resident_mb('VmRSS')
+        start, start_cpu = time.perf_counter(), time.process_time()
+        out = run()
+        seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - start_cpu)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda' else resident_mb('VmHWM')
+        peaks.append(peak - before)
+        del out
+    result = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device, threads=threads, chunk=chunk,
+                  s_per_frame=statistics.median(seconds) / frames,
+                  cpu_s_per_frame=statistics.median(cpu_seconds) / frames, peak_growth_mb=max(peaks))
+    if dtype == 'bf16':  # output agreement with fp32 on the same clip (random weights: codes may flip)
+        with torch.no_grad():
+            fp32 = net(clip, need_upscale=False) if mode == 'clip' else torch.stack(
+                list(net.restore_video(clip.unbind(1), max_length=chunk)), dim=1)
+        mse = (reference.float() - fp32).square().mean().item()
+        result['psnr_vs_fp32_db'] = 10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-20))).item()  # range [-1, 1]
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--sizes', type=int, nargs='+', default=[128, 256, 512])
+    parser.add_argument('--frames', type=int, default=2, help='T; every mode also runs 4T frames')
+    parser.add_argument('--modes', nargs='+', default=['clip', 'stream'], choices=['clip', 'stream'])
+    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16'])
+    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--no-4t', action='store_true', help='only T frames')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(measure(**json.loads(args.child))))
+        return
+
+    import torch
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    lengths = [args.frames] if args.no_4t else [args.frames, 4 * args.frames]
+    print(f'{"size":>5} {"mode":>6} {"dtype":>5} {"T":>3} {"s/frame":>8} {"CPU s/frame":>11} {"peak MB":>8} '
+          f'{"PSNR vs fp32":>12}')
+    for size in args.sizes:
+        for dtype in args.dtypes:
+            for mode in args.modes:
+                for frames in lengths:
+                    config = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device,
+                                  threads=args.threads, repeats=args.repeats, chunk=args.frames)
+                    child = subprocess.run([sys.executable, __file__, '--child', json.dumps(config)],
+                                           capture_output=True, text=True)
+                    if child.returncode:
+                        print(child.stderr[-2000:], file=sys.stderr)
+                        continue
+                    r = json.loads(child.stdout.strip().splitlines()[-1])
+                    psnr = f'{r["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in r else ''
+                    print(f'{size:>5} {mode:>6} {dtype:>5} {frames:>3} {r["s_per_frame"]:>8.2f} '
+                          f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
