@@ -53,8 +53,7 @@ def main():
 
     vidface = json.loads(VIDFACE_METRICS.read_text())
     bicubic = json.loads(BICUBIC_METRICS.read_text())
-    print(f'\nVidFace demo: {vidface["num_clips"]} validation clips (reference snapshot im4), '
-          f'VidFace after {vidface["iter"]} iterations\n')
+    print(f'\nVidFace demo: {vidface["num_clips"]} validation clips, scored on their reference snapshot (im4)\n')
     print(comparison_table(bicubic['metrics'], vidface['metrics']))
     gain = vidface['metrics']['psnr_y'] - bicubic['metrics']['psnr_y']
     verdict = 'beats' if gain > 0 else 'does not beat yet (train longer)'
