@@ -8,6 +8,7 @@ on CUDA it is ``torch.cuda.max_memory_allocated`` over the allocation before the
 Networks and inputs (7 snapshots of 16x12, as in TUFs-145K):
 
 * ``vidface``: ``VidFace()``, the official full configuration, 8x (128x96 outputs for all 7 snapshots).
+  ``vidface_ckpt`` (training only) is the same with ``checkpoint_refiner=True``.
 * ``edvr_x4``: basicsr ``EDVR`` (num_feat 64, 5 extraction and 10 reconstruction blocks, TSA, centre frame 3). Its
   upsampler is fixed at 4x, so it runs on the same 16x12 input and returns the 64x48 centre frame.
 * ``edvr_x8``: the same EDVR fed the snapshots bilinearly upsampled 2x (32x24), so it returns a 128x96 centre frame;
@@ -71,7 +72,8 @@ def build_edvr() -> EDVR:
                 num_extract_block=5, num_reconstruct_block=10, center_frame_idx=REFERENCE, with_tsa=True)
 
 
-NETWORKS = {'vidface': (VidFace, 8), 'edvr_x4': (build_edvr, 4), 'edvr_x8': (UpsampledInputEDVR, 8)}
+NETWORKS = {'vidface': (VidFace, 8), 'vidface_ckpt': (lambda: VidFace(checkpoint_refiner=True), 8),
+            'edvr_x4': (build_edvr, 4), 'edvr_x8': (UpsampledInputEDVR, 8)}
 
 
 def peak_rss_mb() -> float:
@@ -95,7 +97,7 @@ def charbonnier_sum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12
 
 def training_loss(net_name: str, net: torch.nn.Module, x: torch.Tensor, gt: torch.Tensor,
                   gt_landmarks: torch.Tensor) -> torch.Tensor:
-    if net_name != 'vidface':
+    if not net_name.startswith('vidface'):
         return charbonnier_sum(net(x), gt[:, REFERENCE])
     out, landmarks = net(x)
     loss = charbonnier_sum(out, gt) + charbonnier_sum(out[:, REFERENCE], gt[:, REFERENCE])
@@ -177,7 +179,7 @@ def cases(args) -> list[dict]:
             for precision in supported_precisions(net, args):
                 found.append(dict(common, net=net, batch=batch, precision=precision, mode='forward', runs=args.runs))
     if not args.skip_train:
-        for net in ('vidface', 'edvr_x4'):
+        for net in ('vidface', 'vidface_ckpt', 'edvr_x4'):
             for precision in supported_precisions(net, args):
                 found.append(dict(common, net=net, batch=4, precision=precision, mode='train', runs=args.train_runs))
     return found
@@ -207,7 +209,7 @@ def main():
     print(f'device {args.device}, {args.threads} threads, torch {torch.__version__}; '
           f'median of {args.runs} forward / {args.train_runs} training runs after 1 warm-up, each case in a fresh '
           f'process')
-    header = f'{"network":<9} {"params":>10} {"mode":<8} {"batch":>5} {"prec":<5} {"median s":>9} {"min s":>8} ' \
+    header = f'{"network":<12} {"params":>10} {"mode":<8} {"batch":>5} {"prec":<5} {"median s":>9} {"min s":>8} ' \
              f'{"cpu s":>7} {"peak MB":>8} {"load":>5}  notes'
     print(header)
     print('-' * len(header))
@@ -216,12 +218,12 @@ def main():
         completed = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)], capture_output=True,
                                    text=True)
         if completed.returncode:
-            print(f'{case["net"]:<9} {case["mode"]} batch {case["batch"]} {case["precision"]}: FAILED\n'
+            print(f'{case["net"]:<12} {case["mode"]} batch {case["batch"]} {case["precision"]}: FAILED\n'
                   f'{completed.stderr[-2000:]}')
             continue
         result = json.loads(completed.stdout.strip().splitlines()[-1])
         notes = f'PSNR vs fp32 {result["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in result else ''
-        print(f'{result["net"]:<9} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
+        print(f'{result["net"]:<12} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
               f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} {result["cpu_s"]:>7.3f} '
               f'{result["peak_mb"]:>8.0f} {load:>5.1f}  {notes}', flush=True)
 

@@ -154,6 +154,22 @@ def test_decoder_landmark_option_changes_only_the_image():
     assert not torch.allclose(official_out, final_out)
 
 
+def test_checkpointed_refiner_gives_the_same_outputs_and_gradients():
+    """Recomputing the refiner in backward (with stochastic depth active) changes neither outputs nor gradients."""
+    x = small_input(batch=2)
+    results = []
+    for checkpoint_refiner in (False, True):
+        torch.manual_seed(6)
+        net = build(drop_path_rate=0.5, checkpoint_refiner=checkpoint_refiner, **{**SMALL, 'depth': 2})
+        out, landmarks = net(x)
+        (out.square().mean() + landmarks[-1].square().mean()).backward()
+        results.append((out.detach(), [parameter.grad for parameter in net.vidface.blocks.parameters()]))
+    (plain_out, plain_grads), (checkpointed_out, checkpointed_grads) = results
+    assert torch.equal(plain_out, checkpointed_out)
+    for plain, checkpointed in zip(plain_grads, checkpointed_grads):
+        assert torch.allclose(plain, checkpointed, atol=1e-6)
+
+
 def test_drop_path_is_random_in_training_only():
     torch.manual_seed(4)
     net = build(drop_path_rate=0.5, **{**SMALL, 'depth': 2})
