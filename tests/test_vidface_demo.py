@@ -3,22 +3,35 @@ VidFace training and validation through train.py, bicubic through test.py, and t
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 from conftest import REPO_ROOT
 
+from datasets_prep.make_demo_tufs import make_demo_tufs
+
+
+def copy_demo_files(workdir):
+    """demo.py, train.py, test.py and the demo's option files in a scratch repo root."""
+    for script in ('demo.py', 'train.py', 'test.py'):
+        shutil.copy(REPO_ROOT / script, workdir / script)
+    (workdir / 'options').mkdir()
+    for options in ('demo_vidface.yml', 'test_bicubic_demo.yml'):
+        shutil.copy(REPO_ROOT / 'options' / options, workdir / 'options' / options)
+
+
+def run_python(workdir, *args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    return result
+
 
 def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):
-    for script in ('demo.py', 'train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, tmp_path / script)
-    (tmp_path / 'options').mkdir()
-    for options in ('demo_vidface.yml', 'test_bicubic_demo.yml'):
-        shutil.copy(REPO_ROOT / 'options' / options, tmp_path / 'options' / options)
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, 'demo.py', '--iters', '2'], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, f'{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    copy_demo_files(tmp_path)
+    result = run_python(tmp_path, 'demo.py', '--iters', '2')
 
     assert len(list((tmp_path / 'datasets' / 'demo_tufs' / 'val').glob('*/0001/im7.png'))) == 8
     vidface = json.loads((tmp_path / 'experiments' / 'demo_vidface' / 'metrics_demo_tufs_val.json').read_text())
@@ -31,3 +44,19 @@ def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):
     gain = vidface['metrics']['psnr_y'] - bicubic['metrics']['psnr_y']
     assert f'bicubic: {gain:+.2f} dB PSNR on Y.' in result.stdout
     assert list((tmp_path / 'experiments' / 'demo_vidface' / 'visualization').glob('val000_0001/*_compare.png'))
+
+
+def test_demo_options_train_with_two_cpu_processes(tmp_path):
+    copy_demo_files(tmp_path)
+    make_demo_tufs(tmp_path / 'datasets' / 'demo_tufs', num_train=4, num_val=1)
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    result = run_python(tmp_path, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
+                        'train.py', '-opt', 'options/demo_vidface.yml', '--launcher', 'pytorch', '--force_yml',
+                        'train:total_iter=2', 'val:val_freq=3', 'logger:print_freq=1')
+    log = result.stdout + result.stderr
+    assert 'World size (gpu number): 2' in log and 'iter:       2' in log and '# psnr_y:' in log
+    experiment = tmp_path / 'experiments' / 'demo_vidface'
+    assert (experiment / 'models' / 'net_g_latest.pth').is_file()
+    assert json.loads((experiment / 'metrics_demo_tufs_val.json').read_text())['num_clips'] == 1
