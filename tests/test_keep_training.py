@@ -9,13 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
+from copy import deepcopy
 
 import vfsr_compat  # noqa: F401  (before basicsr)
 
 import pytest
 import torch
 import torchvision
-from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
 from conftest import REPO_ROOT
 
 import vfsr_arch  # noqa: F401
@@ -47,7 +49,8 @@ def workdir(tmp_path_factory):
     """Scratch repo root: train.py, synthetic VFHQ clips (raw + landmarks, aligned GT, pre-degraded LQ), random
     LPIPS and GMFlow weights, the tiny option files."""
     root = tmp_path_factory.mktemp('keep_training')
-    shutil.copy(REPO_ROOT / 'train.py', root / 'train.py')
+    for script in ('train.py', 'test.py'):
+        shutil.copy(REPO_ROOT / script, root / script)
     data = root / 'datasets' / 'synthetic_vfhq'
     make_synthetic_vfhq(data, num_clips=2, num_frames=6, frame_size=64, seed=0)
     align_clips(data / 'frames', data / 'landmarks', data / 'aligned_32', size=32)
@@ -56,20 +59,26 @@ def workdir(tmp_path_factory):
     write_random_lpips_weights(root / 'weights' / 'LPIPS')
     (root / 'weights' / 'GMFlow').mkdir(parents=True)
     torch.save({'model': GMFlow(**TINY_GMFLOW).state_dict()}, root / 'weights' / 'GMFlow' / 'gmflow_tiny.pth')
-    for stage in (1, 2, 3):
-        shutil.copy(OPTIONS_DIR / f'keep_tiny_stage{stage}.yml', root)
+    for options in ('keep_tiny_stage1', 'keep_tiny_stage2', 'keep_tiny_stage3', 'keep_tiny_test'):
+        shutil.copy(OPTIONS_DIR / f'{options}.yml', root)
     return root
+
+
+def run_script(workdir, script: str, options: str) -> str:
+    """Run train.py or test.py in the scratch root; return its log."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, script, '-opt', options], cwd=workdir, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f'{script} {options} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    return result.stdout + result.stderr
 
 
 def train(workdir, stage: int) -> tuple[str, dict]:
     """Run one stage with train.py; return its log and its final checkpoint."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, 'train.py', '-opt', f'keep_tiny_stage{stage}.yml'], cwd=workdir, env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f'stage {stage} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
+    log = run_script(workdir, 'train.py', f'keep_tiny_stage{stage}.yml')
     models = workdir / 'experiments' / f'keep_tiny_stage{stage}' / 'models'
     assert (models / 'net_g_2.pth').is_file() and (models / 'net_g_latest.pth').is_file()
-    return result.stdout + result.stderr, torch.load(models / 'net_g_latest.pth', weights_only=True)
+    return log, torch.load(models / 'net_g_latest.pth', weights_only=True)
 
 
 def logged_losses(log: str) -> dict[str, list[float]]:
@@ -115,6 +124,7 @@ def stage3(workdir, stage2):
 def test_stage1_vqgan_trains_with_adaptive_gan_and_saves_generator_and_discriminator(workdir, stage1):
     log, checkpoint = stage1
     assert_finite_losses(log, {'l_g_pix', 'l_g_percep', 'l_g_gan', 'l_codebook', 'l_d_real', 'l_d_fake'})
+    assert 'synthetic_vfhq_faces clip001_00000005: psnr' in log and '# psnr:' in log
     assert set(checkpoint) == {'params', 'params_ema'}
     assert {'encoder', 'quantize', 'generator'} <= changed_keys(checkpoint['params'], checkpoint['params_ema'])
     assert (workdir / 'experiments' / 'keep_tiny_stage1' / 'models' / 'net_d_latest.pth').is_file()
@@ -139,6 +149,38 @@ def test_stage2_trains_encoder_kalman_and_transformer_only(workdir, stage1, stag
     assert any(not torch.equal(params[key], vqgan[key]) for key in encoder_keys)
     assert changed_keys(params, checkpoint['params_ema']) == {
         'encoder', 'kalman_filter', 'position_emb', 'feat_emb', 'ft_layers', 'idx_pred_layer'}
+
+
+def test_stage2_gt_codes_from_hq_encoder_equal_those_of_a_separate_stage1_vqgan(workdir, stage1, monkeypatch):
+    """The official code gets GT codes from a second frozen copy of the stage-1 VQGAN (network_vqgan); our default
+    uses KEEP's frozen hq_encoder + quantize, loaded from the same checkpoint. Both give the same codes."""
+    monkeypatch.chdir(workdir)
+    opt = yaml.safe_load((workdir / 'keep_tiny_stage2.yml').read_text())
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, datasets={})
+    opt['path'].update(models=str(workdir), training_states=str(workdir))
+    stage1_options = yaml.safe_load((workdir / 'keep_tiny_stage1.yml').read_text())['network_g']
+    with_vqgan = dict(opt, network_vqgan={**stage1_options, 'model_path': opt['network_g']['vqgan_path']})
+    models = [MODEL_REGISTRY.get('KEEPModel')(deepcopy(options)) for options in (opt, with_vqgan)]
+    assert models[0].code_encoder is models[0].net_g.hq_encoder
+    assert models[1].code_encoder is not models[1].net_g.hq_encoder
+    torch.manual_seed(0)
+    clip = {'lq': torch.rand(1, 2, 3, 8, 8) * 2 - 1, 'gt': torch.rand(1, 2, 3, 32, 32) * 2 - 1}
+    codes = []
+    for model in models:
+        model.feed_data(clip)
+        codes.append(model.gt_codes())
+    assert codes[0].shape == (2, 64)
+    assert torch.equal(codes[0], codes[1])
+    assert len(codes[0].unique()) > 1
+
+
+def test_test_py_evaluates_a_stage2_checkpoint_per_clip(workdir, stage2):
+    log = run_script(workdir, 'test.py', 'keep_tiny_test.yml')
+    assert 'synthetic_vfhq_test clip000: psnr' in log and 'synthetic_vfhq_test clip001: psnr' in log
+    assert '# psnr:' in log and '# ssim_y:' in log
+    images = workdir / 'results' / 'keep_tiny_test' / 'visualization' / 'synthetic_vfhq_test'
+    assert sorted(path.name for path in (images / 'clip000').iterdir()) == [
+        f'{index:08d}_keep_tiny_test.png' for index in range(5)]
 
 
 def test_stage3_trains_cft_and_cfa_only_with_video_discriminator(workdir, stage2, stage3):

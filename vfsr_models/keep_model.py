@@ -12,7 +12,9 @@ as the official ``KEEPModel`` (option names included):
 
 GT codes: the official code builds a second, frozen VQGAN encoder (``network_vqgan``) from the stage-1 checkpoint.
 KEEP's own ``hq_encoder`` and ``quantize`` are that same frozen stage-1 encoder and codebook (``vqgan_path`` loads
-them), so we use them and save a copy of the encoder; this model therefore requires them to be frozen.
+them), so by default we use them and save a copy of the encoder; this requires them to be frozen. A
+``network_vqgan`` option (any network with ``encoder`` and ``quantize``, e.g. ``VQAutoEncoder`` with ``model_path``)
+is still honoured.
 Note (official behaviour, kept): the looked-up codes are detached (``detach_16``), so with a frozen generator and
 no CFT the L1 term carries no gradient in stage 2; it is logged all the same.
 """
@@ -20,6 +22,7 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from basicsr.archs import build_network
 from basicsr.archs.arch_util import flow_warp, resize_flow
 from basicsr.utils.registry import MODEL_REGISTRY
 
@@ -57,7 +60,12 @@ class KEEPModel(GeneratorTrainingModel):
         self.feat_loss_weight = train_opt.get('feat_loss_weight', 1.0) if train_opt.get('use_hq_feat_loss') else 0
         self.entropy_loss_weight = (train_opt.get('entropy_loss_weight', 0.5)
                                     if train_opt.get('cross_entropy_loss') else 0)
-        if self.uses_code_losses:
+        # The frozen stage-1 encoder and codebook that give the GT codes.
+        self.code_encoder, self.code_quantizer = net.hq_encoder, net.quantize
+        if self.uses_code_losses and self.opt.get('network_vqgan'):
+            vqgan = build_network(self.opt['network_vqgan']).to(self.device).requires_grad_(False).eval()
+            self.code_encoder, self.code_quantizer = vqgan.encoder, vqgan.quantize
+        elif self.uses_code_losses:
             trainable = [name for name in ('hq_encoder', 'quantize')
                          if any(p.requires_grad for p in getattr(net, name).parameters())]
             if trainable:
@@ -71,9 +79,8 @@ class KEEPModel(GeneratorTrainingModel):
     @torch.no_grad()
     def gt_codes(self) -> torch.Tensor:
         """Codebook indices (b*t, h*w) of the GT frames under the frozen stage-1 encoder and codebook."""
-        net = self.get_bare_model(self.net_g)
         b, t = self.gt.shape[:2]
-        _, _, stats = net.quantize(net.hq_encoder(self.gt.flatten(0, 1)))
+        _, _, stats = self.code_quantizer(self.code_encoder(self.gt.flatten(0, 1)))
         return stats['min_encoding_indices'].view(b * t, -1)
 
     def code_losses(self, logits, lq_feat, loss_dict):
