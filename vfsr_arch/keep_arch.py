@@ -233,10 +233,10 @@ class KEEP(nn.Module):
         self.cond = cond
         self.mask_ratio = mask_ratio
 
-        flow_weights = {'weights_path': flownet_path}
+        flow_kwargs = {'weights_path': flownet_path}
         if flow_type == 'gmflow':
-            flow_weights['gmflow_kwargs'] = flownet_kwargs
-        self.flownet = FLOW_ESTIMATORS[flow_type](**flow_weights)
+            flow_kwargs['gmflow_kwargs'] = flownet_kwargs
+        self.flownet = FLOW_ESTIMATORS[flow_type](**flow_kwargs)
         self.kalman_filter = KalmanFilter(emb_dim, n_head, kalman_attn_head_dim, num_uncertainty_layers)
         vqgan = (img_size, nf, ch_mult, res_blocks, attn_resolutions, emb_dim)
         self.hq_encoder = Encoder(*vqgan)
