@@ -112,6 +112,9 @@ class CodeFormer(VQAutoEncoder):
         fix_modules: submodules frozen (``requires_grad=False``) at construction.
         vqgan_path: a trained VQAutoEncoder checkpoint loaded into encoder/quantize/generator.
         img_size, nf, ch_mult, res_blocks, attn_resolutions, emb_dim: the VQGAN (official values by default).
+
+    On CPU, ``model.to(memory_format=torch.channels_last)`` and bf16 autocast are the fast path
+    (``benchmarks/bench_codeformer.py``).
     """
 
     def __init__(self, dim_embd: int = 512, n_head: int = 8, n_layers: int = 9, codebook_size: int = 1024,
