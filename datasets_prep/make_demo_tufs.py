@@ -19,14 +19,10 @@ import cv2
 import numpy as np
 import skimage.data
 
+from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
+
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7
-# Landmarks of the astronaut photo (512x512), measured by inspection, in OpenCV pixel coordinates (x, y), in the
-# TUFs order: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = the image's left).
-ASTRONAUT_LANDMARKS = np.array([(202.0, 101.0), (245.5, 103.0), (223.0, 128.0), (205.0, 141.0), (244.0, 142.0)])
-# The face box the crop is framed on: its centre maps to the crop centre, its width to the crop width.
-ASTRONAUT_FACE_CENTRE = (224.0, 120.0)
-ASTRONAUT_FACE_WIDTH = 135.0
 # Ranges of the per-snapshot random changes.
 MAX_ROTATION_DEG = 12.0
 SCALE_RANGE = (0.88, 1.12)

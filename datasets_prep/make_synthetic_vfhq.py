@@ -16,18 +16,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import skimage.data
 from tqdm import tqdm
 
+from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS, astronaut_bgr
 from datasets_prep.atomic_output import atomic_directory
 from vfsr_data.face_landmarks import transform_points, write_landmark_file
 
-# Landmarks of the astronaut photo (512x512), measured once by eye on an enlarged crop, pixel (x, y): eye on the
-# image's left, eye on the image's right, nose tip, left mouth corner, right mouth corner.
-ASTRONAUT_LANDMARKS = np.array([[204.0, 101.0], [247.0, 103.0], [224.0, 127.0], [203.0, 142.0], [245.0, 141.0]])
-# The point between the eyes and mouth that the synthetic framing centres, and the face width it frames.
-ASTRONAUT_FACE_CENTRE = (224.0, 120.0)
-ASTRONAUT_FACE_WIDTH = 135.0
 FACE_FRACTION = 0.6  # face width / frame width: leaves background around the face, as in raw VFHQ frames
 START_ROTATION_DEG, START_SCALE, START_SHIFT = 10.0, (0.9, 1.1), 0.06  # shift as a fraction of the frame size
 STEP_ROTATION_DEG, STEP_SCALE, STEP_SHIFT = 1.0, 0.01, 0.01  # per-frame random walk
@@ -65,7 +59,7 @@ def make_clip(photo: np.ndarray, num_frames: int, frame_size: int, rng: np.rando
 def make_synthetic_vfhq(out_root: str | Path = 'datasets/synthetic_vfhq', num_clips: int = 4, num_frames: int = 16,
                         frame_size: int = 128, seed: int = 0, overwrite: bool = False) -> Path:
     """Write ``num_clips`` clips of ``num_frames`` frames; returns ``out_root`` (written atomically)."""
-    photo = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    photo = astronaut_bgr()
     rng = np.random.default_rng(seed)
     out_root = Path(out_root)
     with atomic_directory(out_root, overwrite) as partial:

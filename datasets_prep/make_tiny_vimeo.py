@@ -10,14 +10,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage import data
+
+from datasets_prep.astronaut import astronaut_bgr
 
 
 def make_tiny_vimeo(out_dir, num_clips=4, gt_size=64, scale=4, num_frames=7, seed=0) -> Path:
     """Write ``gt/`` and ``lq/`` (area-downscaled by ``scale``) trees plus ``meta_info.txt``; return ``out_dir``."""
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
-    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    photo = astronaut_bgr()
     keys = []
     for clip in range(num_clips):
         key = f'{clip + 1:05d}/0001'

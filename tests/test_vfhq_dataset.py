@@ -8,7 +8,6 @@ import textwrap
 import cv2
 import numpy as np
 import pytest
-import skimage.data
 import torch
 
 import vfsr_data  # noqa: F401  (registers the datasets; imports vfsr_compat before basicsr)
@@ -19,9 +18,10 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from conftest import REPO_ROOT
 
 from datasets_prep.align_vfhq_clips import align_clips
+from datasets_prep.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr
 from datasets_prep.make_clip_lmdb import make_clip_lmdb
 from datasets_prep.make_degraded_testset import make_degraded_testset
-from datasets_prep.make_synthetic_vfhq import ASTRONAUT_LANDMARKS, make_synthetic_vfhq
+from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
 from vfsr_data.clip_frames import BadClipError
 from vfsr_data.face_landmarks import (
     align_face,
@@ -126,7 +126,7 @@ def test_alignment_puts_landmarks_on_the_template(synthetic):
     raw = np.stack(list(read_landmark_file(synthetic / 'raw' / 'landmarks' / 'clip001.txt').values()))
     assert np.abs(raw - raw[0]).max() > 2
     # Every aligned frame shows the astronaut's face where aligning the original photo puts it.
-    photo = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    photo = astronaut_bgr()
     reference = cv2.resize(align_face(photo, ASTRONAUT_LANDMARKS, 4 * GT_SIZE), (GT_SIZE, GT_SIZE),
                            interpolation=cv2.INTER_AREA).astype(np.float32)
     centre = slice(GT_SIZE // 4, 3 * GT_SIZE // 4)
