@@ -396,7 +396,7 @@ class VidFace(nn.Module):
         decoder_uses_final_landmarks: feed the decoder the encoding of the final landmarks instead of the official
             one (the encoding used in the last iteration).
         checkpoint_refiner: recompute the refiner blocks' activations in backward instead of keeping them (training
-            memory about 0.8 GB lower at batch 4, a step about 15% slower); outputs and gradients are unchanged.
+            memory about 0.7 GB lower at batch 4, a step about 10% slower on CPU); outputs and gradients are unchanged.
     """
 
     def __init__(self, num_frames: int = 7, lr_size: tuple[int, int] = (16, 12), scale: int = 8,
