@@ -4,6 +4,8 @@ import json
 import pickle
 import random
 import shutil
+import subprocess
+import sys
 
 import vfsr_compat  # noqa: F401  (before basicsr)
 
@@ -13,6 +15,7 @@ import pytest
 import torch
 from basicsr.utils.matlab_functions import imresize
 from basicsr.utils.registry import DATASET_REGISTRY
+from conftest import REPO_ROOT
 from torch.nn import functional as F
 
 import vfsr_data  # noqa: F401  (registers the datasets)
@@ -155,6 +158,19 @@ def test_lmdb_backend_reads_the_same_clips(demo_root, tmp_path):
     assert lmdb.keys == disk.keys
     for name in ('lq', 'gt', 'landmarks'):
         assert torch.equal(lmdb[2][name], disk[2][name])
+
+
+def test_lmdb_command_line_is_atomic(demo_root, tmp_path):
+    root = tmp_path / 'demo'
+    shutil.copytree(demo_root / 'train', root)
+    (root / 'train001' / '0001' / 'im3.png').write_bytes(b'not a png')
+    command = [sys.executable, '-m', 'datasets_prep.make_tufs_lmdb', str(root), str(tmp_path / 'gt.lmdb')]
+    failed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert not any(path.suffix == '.lmdb' for path in tmp_path.iterdir()), 'no LMDB, not even a partial one'
+    shutil.copy(demo_root / 'train' / 'train001' / '0001' / 'im3.png', root / 'train001' / '0001' / 'im3.png')
+    subprocess.run(command, cwd=REPO_ROOT, check=True, capture_output=True)
+    assert (tmp_path / 'gt.lmdb' / 'meta_info.txt').read_text().count('\n') == 3 * 7
 
 
 def test_missing_frame_names_the_clip(demo_root, tmp_path):
