@@ -39,3 +39,17 @@ def read_key_list(path: Path) -> list[tuple[str, tuple[int, ...]]]:
 def state_dict_key_list(state_dict: dict) -> list[tuple[str, tuple[int, ...]]]:
     """The same format as :func:`read_key_list`, from a live state_dict."""
     return [(key, tuple(value.shape)) for key, value in state_dict.items()]
+
+
+def randomize_like_reference(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every tensor of ``model`` random values by the reference data's rule, so that no zero-initialised layer
+    (CFT, CFA, ...) hides a path: matrices N(0, 1/fan_in); 1-D weights 1 + 0.1 N; other 1-D tensors 0.1 N."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, tensor in model.state_dict().items():
+            noise = torch.randn(tensor.shape, generator=generator)
+            if tensor.ndim >= 2:
+                tensor.copy_(noise / tensor[0].numel() ** 0.5)
+            else:
+                tensor.copy_(0.1 * noise + key.endswith('weight'))
+    return model

@@ -5,7 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
+from conftest import (
+    TEST_DATA_DIR,
+    load_reference,
+    randomize_like_reference,
+    read_key_list,
+    reference_key_list,
+    state_dict_key_list,
+)
 from torch import nn
 
 import vfsr_arch  # noqa: F401  (registers the archs)
@@ -21,18 +28,8 @@ def build(**overrides):
 
 
 def randomized_tiny(**overrides):
-    """Tiny CodeFormer with every tensor random (the reference data's rule): zero-initialised parts would hide
-    paths. Matrices N(0, 1/fan_in); 1-D weights 1 + 0.1 N; biases 0.1 N."""
-    model = build(**overrides)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, tensor in model.state_dict().items():
-            noise = torch.randn(tensor.shape, generator=generator)
-            if tensor.ndim >= 2:
-                tensor.copy_(noise / tensor[0].numel() ** 0.5)
-            else:
-                tensor.copy_(0.1 * noise + key.endswith('weight'))
-    return model
+    """Tiny CodeFormer with every tensor random, as in the reference data."""
+    return randomize_like_reference(build(**overrides))
 
 
 def test_reference_tiny_config_reproduces_the_official_outputs():

@@ -5,7 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
+from conftest import (
+    TEST_DATA_DIR,
+    load_reference,
+    randomize_like_reference,
+    read_key_list,
+    reference_key_list,
+    state_dict_key_list,
+)
 
 import vfsr_arch  # noqa: F401  (registers the archs)
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
@@ -32,18 +39,8 @@ def build(**overrides):
 
 
 def randomized_tiny(**overrides):
-    """Tiny KEEP with every tensor random (the reference data's rule), so that no zero-initialised layer (CFT, CFA)
-    hides a path: matrices N(0, 1/fan_in); 1-D weights 1 + 0.1 N; other 1-D tensors 0.1 N."""
-    model = build(**overrides)
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, tensor in model.state_dict().items():
-            noise = torch.randn(tensor.shape, generator=generator)
-            if tensor.ndim >= 2:
-                tensor.copy_(noise / tensor[0].numel() ** 0.5)
-            else:
-                tensor.copy_(0.1 * noise + key.endswith('weight'))
-    return model
+    """Tiny KEEP with every tensor random, as in the reference data."""
+    return randomize_like_reference(build(**overrides))
 
 
 def clip(frames, seed=0):
