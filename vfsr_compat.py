@@ -140,11 +140,10 @@ def resume_on_any_device():
         resume_state_path = opt['path'].get('resume_state')
         if opt['auto_resume']:
             state_dir = opt['path']['training_states']
-            states = sorted(
-                (int(name.split('.state')[0]) for name in scandir(state_dir, suffix='state') if name[0].isdigit()),
-            ) if os.path.isdir(state_dir) else []
-            if states:
-                resume_state_path = os.path.join(state_dir, f'{states[-1]}.state')
+            saved_iters = [int(name.removesuffix('.state')) for name in scandir(state_dir, suffix='.state')
+                           if name.removesuffix('.state').isdigit()] if os.path.isdir(state_dir) else []
+            if saved_iters:
+                resume_state_path = os.path.join(state_dir, f'{max(saved_iters)}.state')
                 opt['path']['resume_state'] = resume_state_path
         if not resume_state_path:
             return None

@@ -104,6 +104,19 @@ def test_two_cpu_processes_train_in_lockstep_with_gloo(workdir, launcher):
     assert any(not torch.equal(final[0][key], initial[key]) for key in initial)
 
 
+def test_slurm_launcher_trains_with_gloo(workdir, tmp_path):
+    """One slurm task on this machine; ``scontrol`` (slurm's own tool, absent here) answers with this host."""
+    (tmp_path / 'scontrol').write_text('#!/bin/sh\necho 127.0.0.1\n')
+    (tmp_path / 'scontrol').chmod(0o755)
+    options = write_options(workdir, 'edvr_slurm', logger={'use_tb_logger': False},
+                            dist_params={'backend': 'gloo', 'port': free_port()})
+    result = run_script(workdir, 'train.py', '-opt', options.name, '--launcher', 'slurm', '--force_yml',
+                        'train:total_iter=2', SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='node1',
+                        PATH=f'{tmp_path}:{os.environ["PATH"]}')
+    assert 'Validation tiny_vimeo_val' in result.stdout + result.stderr
+    assert (workdir / 'experiments' / 'edvr_slurm' / 'models' / 'net_g_latest.pth').is_file()
+
+
 @pytest.mark.parametrize('change, message', [
     ({'network_g': {'type': 'NoSuchNet'}}, "network_g.type: unknown arch type 'NoSuchNet'"),
     ({'network_g': {'num_feats': 8}}, "network_g: got an unexpected keyword argument 'num_feats'"),
