@@ -67,22 +67,29 @@ LEGACY_MODULE_NAMES = {'cft_dict': 'cft', 'fuse_convs_dict': 'cft', 'cross_fuse'
 # Flow estimators: frames in [-1, 1] -> flow (b, 2, H, W) from `source` to `target`, in pixels (dx, dy), so that
 # flow_warp(target_image, flow) aligns the target image with the source frame. Frozen, run without gradients.
 # ------------------------------------------------------------------------------------------------------------------
-class GMFlowEstimator(nn.Module):
-    """The official ``FlowGenerator``: GMFlow (``model``) with one scale, 2x2 swin windows, global matching and
-    global propagation. ``gmflow_kwargs`` (ours) sizes GMFlow; the official code always uses ``GMFlow()``."""
+class FrozenFlowEstimator(nn.Module):
+    """A flow network (``model``) that is an input of KEEP, never trained: optional weights loaded strictly, no
+    gradients, always in eval mode."""
 
-    def __init__(self, weights_path=None, gmflow_kwargs: Mapping | None = None):
+    def __init__(self, model: nn.Module, weights_path, wrapper_keys: Sequence[str], published_at: str):
         super().__init__()
-        self.model = GMFlow(**(gmflow_kwargs or {}))
+        self.model = model
         if weights_path is not None:
-            load_weights(self.model, weights_path, wrapper_keys=('model',), published_at=GMFLOW_RELEASES)
+            load_weights(self.model, weights_path, wrapper_keys=wrapper_keys, published_at=published_at)
         self.requires_grad_(False)
         self.train(False)
 
     def train(self, mode: bool = True):
-        """Always in eval mode: the flow is an input of KEEP, never trained (GMFlow's training mode only adds
-        intermediate predictions)."""
+        """Always in eval mode (GMFlow's training mode only adds intermediate predictions)."""
         return super().train(False)
+
+
+class GMFlowEstimator(FrozenFlowEstimator):
+    """The official ``FlowGenerator``: GMFlow (``model``) with one scale, 2x2 swin windows, global matching and
+    global propagation. ``gmflow_kwargs`` (ours) sizes GMFlow; the official code always uses ``GMFlow()``."""
+
+    def __init__(self, weights_path=None, gmflow_kwargs: Mapping | None = None):
+        super().__init__(GMFlow(**(gmflow_kwargs or {})), weights_path, ('model',), GMFLOW_RELEASES)
 
     @torch.no_grad()
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -91,19 +98,11 @@ class GMFlowEstimator(nn.Module):
                           prop_radius_list=[-1])['flow_preds'][-1]
 
 
-class SpyNetEstimator(nn.Module):
+class SpyNetEstimator(FrozenFlowEstimator):
     """BasicSR's SpyNet (``model``) as a lighter flow estimator (not in the official checkpoints)."""
 
     def __init__(self, weights_path=None):
-        super().__init__()
-        self.model = SpyNet(load_path=None)
-        if weights_path is not None:
-            load_weights(self.model, weights_path, wrapper_keys=('params',), published_at=SPYNET_RELEASES)
-        self.requires_grad_(False)
-        self.train(False)
-
-    def train(self, mode: bool = True):
-        return super().train(False)
+        super().__init__(SpyNet(load_path=None), weights_path, ('params',), SPYNET_RELEASES)
 
     @torch.no_grad()
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
