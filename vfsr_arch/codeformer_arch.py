@@ -1,14 +1,15 @@
 """CodeFormer (Zhou et al., NeurIPS 2022): code-prediction transformer over a frozen VQGAN with CFT skip fusion.
 
-Shared with ``keep_arch``: :class:`TransformerSALayer`, :class:`SFTFusionBlock` (official ``Fuse_sft_block``) and
-:func:`adaptive_instance_normalization` live here.
+Shared with ``keep_arch``: :class:`TransformerSALayer`, :class:`SFTFusionBlock` (official ``Fuse_sft_block``),
+:func:`adaptive_instance_normalization` and the option checks :func:`check_latent_size` and
+:func:`check_resolution_lists` live here.
 
 State-dict keys follow the official ``sczhou/CodeFormer`` release (``CodeFormer`` subclasses ``VQAutoEncoder``, so
 ``position_emb`` comes first and ``encoder``/``quantize``/``generator`` keep their top-level names). The official
 class hard-codes its VQGAN (512, nf 64, ch_mult [1, 2, 2, 4, 4, 8], emb 256); here those are keyword arguments with
 the official values as defaults, and the fusion tables are derived from them.
 """
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,21 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from vfsr_arch.vqgan_arch import ResBlock, VQAutoEncoder
+
+
+def check_latent_size(latent_size: int, latent_grid: int, img_size: int, ch_mult: Sequence[int]) -> None:
+    """The code-prediction transformer has one position per latent token: ``latent_size`` must be ``latent_grid**2``."""
+    if latent_size != latent_grid**2:
+        raise ValueError(f'latent_size {latent_size} does not match the {latent_grid}x{latent_grid} '
+                         f'latent grid of img_size {img_size} with ch_mult {list(ch_mult)}')
+
+
+def check_resolution_lists(channels: Mapping[str, int], **size_lists: Sequence[str]) -> None:
+    """Every resolution named in each option list (e.g. ``connect_list``) must be a level of the VQGAN."""
+    for name, sizes in size_lists.items():
+        unknown = [size for size in sizes if size not in channels]
+        if unknown:
+            raise ValueError(f'{name} {unknown} not among the resolutions {list(channels)}')
 
 
 def adaptive_instance_normalization(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -124,12 +140,8 @@ class CodeFormer(VQAutoEncoder):
                  attn_resolutions: Sequence[int] = (16,), emb_dim: int = 256):
         super().__init__(img_size, nf, ch_mult, 'nearest', res_blocks, attn_resolutions, codebook_size, emb_dim,
                          model_path=vqgan_path)
-        if latent_size != self.latent_grid**2:
-            raise ValueError(f'latent_size {latent_size} does not match the {self.latent_grid}x{self.latent_grid} '
-                             f'latent grid of img_size {img_size} with ch_mult {list(ch_mult)}')
-        unknown = [size for size in connect_list if size not in self.channels]
-        if unknown:
-            raise ValueError(f'connect_list {unknown} not among the resolutions {list(self.channels)}')
+        check_latent_size(latent_size, self.latent_grid, img_size, ch_mult)
+        check_resolution_lists(self.channels, connect_list=connect_list)
         for module in fix_modules or ():
             getattr(self, module).requires_grad_(False)
 

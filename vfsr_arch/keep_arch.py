@@ -38,7 +38,7 @@ from basicsr.archs.spynet_arch import SpyNet
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from vfsr_arch.codeformer_arch import SFTFusionBlock, TransformerSALayer
+from vfsr_arch.codeformer_arch import SFTFusionBlock, TransformerSALayer, check_latent_size, check_resolution_lists
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.gmflow_arch import GMFlow
 from vfsr_arch.kalman_filter import KalmanFilter
@@ -216,16 +216,11 @@ class KEEP(nn.Module):
         self.img_size = img_size
         self.emb_dim = emb_dim
         self.latent_grid = img_size // 2 ** (len(ch_mult) - 1)
-        if latent_size != self.latent_grid**2:
-            raise ValueError(f'latent_size {latent_size} does not match the {self.latent_grid}x{self.latent_grid} '
-                             f'latent grid of img_size {img_size} with ch_mult {list(ch_mult)}')
+        check_latent_size(latent_size, self.latent_grid, img_size, ch_mult)
         self.channels = channels_per_resolution(img_size, nf, ch_mult)
         self.fuse_encoder_block = encoder_fuse_indices(img_size, nf, ch_mult, res_blocks, attn_resolutions)
         self.fuse_generator_block = generator_fuse_indices(img_size, nf, ch_mult, res_blocks, attn_resolutions)
-        for name, sizes in (('cft_list', cft_list), ('cfa_list', cfa_list), ('temp_reg_list', temp_reg_list)):
-            unknown = [size for size in sizes if size not in self.channels]
-            if unknown:
-                raise ValueError(f'{name} {unknown} not among the resolutions {list(self.channels)}')
+        check_resolution_lists(self.channels, cft_list=cft_list, cfa_list=cfa_list, temp_reg_list=temp_reg_list)
         self.cft_list = list(cft_list)
         self.cfa_list = list(cfa_list)
         self.temp_reg_list = list(temp_reg_list)
