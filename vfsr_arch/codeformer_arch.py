@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from vfsr_arch.token_attention import merge_heads, split_heads
 from vfsr_arch.vqgan_arch import ResBlock, VQAutoEncoder
 
 
@@ -63,13 +64,11 @@ class MultiheadSelfAttention(nn.Module):
         nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, query_key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        b, n, d = value.shape
+        d = value.shape[-1]
         q, k = F.linear(query_key, self.in_proj_weight[:2 * d], self.in_proj_bias[:2 * d]).chunk(2, dim=-1)
         v = F.linear(value, self.in_proj_weight[2 * d:], self.in_proj_bias[2 * d:])
-        # (b, n, d) -> (b, heads, n, d / heads)
-        q, k, v = (t.reshape(b, -1, self.num_heads, d // self.num_heads).transpose(1, 2) for t in (q, k, v))
-        attended = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(attended.transpose(1, 2).reshape(b, n, d))
+        q, k, v = (split_heads(t, self.num_heads) for t in (q, k, v))
+        return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
 class TransformerSALayer(nn.Module):

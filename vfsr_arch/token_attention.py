@@ -4,10 +4,23 @@ Parameter names follow ``diffusers==0.11`` ``CrossAttention`` / ``FeedForward``,
 so official checkpoints load with ``strict=True``: ``to_q``/``to_k``/``to_v`` (no bias), ``to_out.0`` (with bias);
 ``net.0.proj`` (the GEGLU projection) and ``net.2`` (the output projection). Dropout is not kept: the official
 networks use rate 0 and it has no parameters.
+
+:func:`split_heads` / :func:`merge_heads`, the (n, heads, l, head_dim) layout for attention, also serve CodeFormer's and
+VidFace's multi-head attentions.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def split_heads(tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(n, l, heads * head_dim) -> (n, heads, l, head_dim)."""
+    return tokens.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(n, heads, l, head_dim) -> (n, l, heads * head_dim), the inverse of :func:`split_heads`."""
+    return x.transpose(1, 2).flatten(2)
 
 
 class MultiHeadAttention(nn.Module):
@@ -29,14 +42,9 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = queries if context is None else context
-        q, k, v = (self._split_heads(proj(tokens)) for proj, tokens in
+        q, k, v = (split_heads(proj(tokens), self.num_heads) for proj, tokens in
                    ((self.to_q, queries), (self.to_k, context), (self.to_v, context)))
-        attended = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out[0](attended.transpose(1, 2).flatten(2))
-
-    def _split_heads(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(n, l, heads * head_dim) -> (n, heads, l, head_dim)."""
-        return tokens.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+        return self.to_out[0](merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
 class GEGLU(nn.Module):

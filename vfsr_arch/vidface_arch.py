@@ -31,6 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from vfsr_arch.token_attention import merge_heads
+
 NUM_LANDMARKS = 5
 PIXEL_EMBED_DIM = 16  # official width of the per-pixel embedding before the first soft split
 T2T_HEADS = 8  # official head count of both T2T token transformers
@@ -96,12 +98,6 @@ class MultiHeadSelfAttention(nn.Module):
         attended = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         out = self.proj(merge_heads(attended))
         return out + merge_heads(v) if self.value_skip else out
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(b, heads, n, d) -> (b, n, heads * d)."""
-    b, heads, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, heads * d)
 
 
 class TokenTransformer(nn.Module):
