@@ -7,7 +7,7 @@ Shared building blocks, imported by ``codeformer_arch`` and ``keep_arch``: :clas
 
 State-dict keys and shapes follow the official release (``sczhou/CodeFormer`` ``basicsr/archs/vqgan_arch.py``), so
 official checkpoints load with ``strict=True``. The encoder and the generator are flat ``blocks`` lists whose layout
-is computed once by :func:`encoder_layout` / :func:`generator_layout`; the skip-fusion indices that the official
+has one source, :func:`encoder_layout` / :func:`generator_layout`; the skip-fusion indices that the official
 CodeFormer and KEEP hard-code for the 512 configuration are derived from the same layout for any configuration.
 """
 from collections.abc import Callable, Mapping, Sequence
