@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
-from vfsr_data.clip_frames import ClipFrames
+from vfsr_data.clip_frames import ClipFrames, bgr_to_rgb_float
 from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions
 
 PRESETS = {
@@ -50,7 +50,7 @@ def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict
         if (output / clip).exists():
             continue
         stems = stems[:max_frames]
-        gt = np.stack([frames.read(clip, stem)[:, :, ::-1] for stem in stems]).astype(np.float32) / 255.0
+        gt = bgr_to_rgb_float(frames.read_clip(clip, stems))
         rng = clip_generator(seed, clip)
         draw = degradation.draw(rng)
         lq = degradation.apply(gt, draw, rng)

@@ -100,6 +100,18 @@ class ClipFrames:
             raise BadClipError(f'cannot decode {self.describe(clip, stem)}: the image data is corrupt')
         return image
 
+    def read_clip(self, clip: str, stems: list[str]) -> np.ndarray:
+        """Decode the frames ``stems`` of ``clip``: (T, H, W, 3) BGR uint8; frames of another size than the first
+        raise :class:`BadClipError`."""
+        images = []
+        for stem in stems:
+            image = self.read(clip, stem)
+            if images and image.shape != images[0].shape:
+                raise BadClipError(f'{self.describe(clip, stem)} is {image.shape[1]}x{image.shape[0]}, other frames '
+                                   f'of the clip are {images[0].shape[1]}x{images[0].shape[0]}')
+            images.append(image)
+        return np.stack(images)
+
 
 def frames_to_tensor(frames: np.ndarray, normalize: bool) -> torch.Tensor:
     """(T, H, W, 3) RGB float in [0, 1] -> (T, 3, H, W) float32, in [-1, 1] when ``normalize``."""

@@ -55,27 +55,21 @@ class AlignedFaceFrames:
         if self.landmark_root is not None:
             self.check_landmark_file(clip)
             try:
-                landmarks = {Path(name).stem: points
-                             for name, points in read_landmark_file(self.landmark_path(clip)).items()}
+                by_stem = {Path(name).stem: points
+                           for name, points in read_landmark_file(self.landmark_path(clip)).items()}
             except ValueError as error:
                 raise BadClipError(f'clip {clip!r}: {error}') from None
-        images, points = [], []
-        for stem in stems:
-            image = self.frames.read(clip, stem)
-            if images and image.shape != images[0].shape:
-                raise BadClipError(f'{self.frames.describe(clip, stem)} is {image.shape[1]}x{image.shape[0]}, '
-                                   f'other frames of the clip are {images[0].shape[1]}x{images[0].shape[0]}')
-            if landmarks is not None:
-                if stem not in landmarks:
+            for stem in stems:
+                if stem not in by_stem:
                     raise BadClipError(f'{self.frames.describe(clip, stem)} has no landmarks in '
                                        f'{self.landmark_path(clip)}')
-                points.append(landmarks[stem])
-            elif image.shape[:2] != (self.gt_size, self.gt_size):
-                raise BadClipError(f'{self.frames.describe(clip, stem)} is {image.shape[1]}x{image.shape[0]}, '
-                                   f'expected aligned {self.gt_size}x{self.gt_size} faces (or give '
-                                   f'dataroot_landmarks to align)')
-            images.append(image)
-        return np.stack(images), (np.stack(points) if landmarks is not None else None)
+            landmarks = np.stack([by_stem[stem] for stem in stems])
+        images = self.frames.read_clip(clip, stems)
+        if landmarks is None and images.shape[1:3] != (self.gt_size, self.gt_size):
+            raise BadClipError(f'{self.frames.describe(clip, stems[0])} is {images.shape[2]}x{images.shape[1]}, '
+                               f'expected aligned {self.gt_size}x{self.gt_size} faces (or give '
+                               f'dataroot_landmarks to align)')
+        return images, landmarks
 
     def read(self, clip: str, stems: list[str]) -> np.ndarray:
         """(T, gt_size, gt_size, 3) RGB float32 in [0, 1]: the frames ``stems`` of ``clip``, aligned."""

@@ -1,6 +1,5 @@
 """Whole pre-degraded clips for validation, testing and inference (e.g. VFHQ-Test ``BlindLR_128x128_easy_...`` LQ
 clips against ``Interval1_512x512_LANCZOS4`` GT clips), in the shape BasicSR's video validation expects."""
-import numpy as np
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
@@ -61,22 +60,12 @@ class VideoClipTestDataset(data.Dataset):
     def __len__(self) -> int:
         return len(self.folders)
 
-    def read_clip(self, frames: ClipFrames, folder: str) -> np.ndarray:
-        """(T, H, W, 3) BGR uint8 frames of one clip, all of one size."""
-        images = []
-        for stem in self.frame_stems(folder):
-            image = frames.read(folder, stem)
-            if images and image.shape != images[0].shape:
-                raise BadClipError(f'{frames.describe(folder, stem)} is {image.shape[1]}x{image.shape[0]}, other '
-                                   f'frames of the clip are {images[0].shape[1]}x{images[0].shape[0]}')
-            images.append(image)
-        return np.stack(images)
-
     def __getitem__(self, index: int) -> dict:
         folder = self.folders[index]
-        lq_frames, landmarks = (self.landmarks.read_raw(folder, self.frame_stems(folder)) if self.landmarks
-                                else (self.read_clip(self.lq, folder), None))
-        gt_frames = None if self.gt is None else self.read_clip(self.gt, folder)
+        stems = self.frame_stems(folder)
+        lq_frames, landmarks = (self.landmarks.read_raw(folder, stems) if self.landmarks
+                                else (self.lq.read_clip(folder, stems), None))
+        gt_frames = None if self.gt is None else self.gt.read_clip(folder, stems)
         if gt_frames is not None and self.scale is not None and \
                 gt_frames.shape[1:3] != (lq_frames.shape[1] * self.scale, lq_frames.shape[2] * self.scale):
             raise BadClipError(f'clip {folder!r}: GT frames are {gt_frames.shape[2]}x{gt_frames.shape[1]}, LQ '
