@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
 from vfsr_data.clip_frames import ClipFrames, bgr_to_rgb_float
-from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions
+from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, to_uint8
 
 PRESETS = {
     'train': {},  # the training distribution (official KEEP defaults)
@@ -57,7 +57,7 @@ def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict
         with atomic_directory(output / clip) as partial:
             partial.mkdir()
             for stem, frame in zip(stems, lq):
-                cv2.imwrite(str(partial / f'{stem}.png'), np.rint(frame[:, :, ::-1] * 255).astype(np.uint8))
+                cv2.imwrite(str(partial / f'{stem}.png'), to_uint8(frame[:, :, ::-1]))
         record['clips'][clip] = {'crf': draw.crf, 'resize_mode': draw.resize_mode,
                                  'noise_before': vars(draw.noise_before), 'noise_after': vars(draw.noise_after)}
         write_json_atomically(record_path, record)

@@ -18,7 +18,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from vfsr_data.clip_frames import BadClipError, ClipFrames, frames_to_tensor
+from vfsr_data.clip_frames import BadClipError, ClipFrames, bgr_to_rgb_float, frames_to_tensor
 from vfsr_data.face_landmarks import align_clip, align_lq_clip, read_landmark_file
 from vfsr_data.video_degradation import VideoDegradation
 
@@ -198,7 +198,7 @@ class VFHQClipDataset(ClipFramesDataset):
 
     def degrade_then_align(self, images: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The official order: degrade the frames as stored, then align the LQ frames by the same landmarks."""
-        lq = self.degradation(images[..., ::-1].astype(np.float32) / 255, rng)
+        lq = self.degradation(bgr_to_rgb_float(images), rng)
         ratio = (lq.shape[2] / images.shape[2], lq.shape[1] / images.shape[1])
         return align_lq_clip(lq[..., ::-1], landmarks, ratio, self.gt_size, self.scale)
 
