@@ -88,8 +88,9 @@ class ClipFramesDataset(data.Dataset):
         self.seed = opt.get('seed')
         self.normalize = opt.get('normalize', False)
         self.bad_clips = set()
+        self.gt_size = opt.get('gt_size', 512)
         frames = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
-        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), opt.get('gt_size', 512))
+        self.faces = AlignedFaceFrames(frames, opt.get('dataroot_landmarks'), self.gt_size)
         self.clips = []
         for clip, stems in frames.clips.items():
             try:
@@ -169,7 +170,7 @@ class VFHQClipDataset(ClipFramesDataset):
         self.interval_list = list(opt.get('interval_list', [1, 2, 3, 4, 5, 6]))
         self.random_reverse = opt.get('random_reverse', True)
         self.use_flip = opt.get('use_flip', False)
-        self.gt_size, self.scale = opt.get('gt_size', 512), opt.get('scale', 4)
+        self.scale = opt.get('scale', 4)
         if self.gt_size % self.scale:
             raise ValueError(f'gt_size {self.gt_size} is not a multiple of scale {self.scale}')
         degradation = dict(opt.get('degradation') or {})
