@@ -1,8 +1,8 @@
 """CodeFormer (Zhou et al., NeurIPS 2022): code-prediction transformer over a frozen VQGAN with CFT skip fusion.
 
-Shared with ``keep_arch``: :class:`TransformerSALayer`, :class:`SFTFusionBlock` (official ``Fuse_sft_block``),
-:func:`adaptive_instance_normalization` and the option checks :func:`check_latent_size` and
-:func:`check_resolution_lists` live here.
+Shared with ``keep_arch``: :class:`CodePrediction` (the code-prediction transformer of :class:`TransformerSALayer`
+layers), :class:`SFTFusionBlock` (official ``Fuse_sft_block``), :func:`adaptive_instance_normalization` and the
+option checks :func:`check_latent_size` and :func:`check_resolution_lists`.
 
 State-dict keys follow the official ``sczhou/CodeFormer`` release (``CodeFormer`` subclasses ``VQAutoEncoder``, so
 ``position_emb`` comes first and ``encoder``/``quantize``/``generator`` keep their top-level names). The official
@@ -93,6 +93,34 @@ class TransformerSALayer(nn.Module):
         return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 
+class CodePrediction:
+    """The code-prediction transformer of CodeFormer and KEEP, mixed into the network (an ``nn.Module``) so that its
+    parameters keep the official top-level names ``position_emb``, ``feat_emb``, ``ft_layers``, ``idx_pred_layer``.
+    The network needs ``img_size`` and ``encoder`` (for the error message of :meth:`code_logits`)."""
+
+    def add_code_prediction(self, latent_size: int, emb_dim: int, dim_embd: int, n_head: int, n_layers: int,
+                            codebook_size: int) -> None:
+        """Latent tokens (emb_dim) -> ``n_layers`` :class:`TransformerSALayer` of width ``dim_embd`` (MLP
+        2 * dim_embd, learned position embedding of ``latent_size`` tokens) -> logits over ``codebook_size`` codes."""
+        self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
+        self.feat_emb = nn.Linear(emb_dim, dim_embd)
+        self.ft_layers = nn.Sequential(*(TransformerSALayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers)))
+        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
+
+    def code_logits(self, latent: torch.Tensor) -> torch.Tensor:
+        """Codebook logits of each latent token: latent (b, emb_dim, h, w) -> (b, h*w, codebook_size)."""
+        tokens = latent.flatten(2).transpose(1, 2)
+        if tokens.shape[1] != self.position_emb.shape[0]:
+            raise ValueError(f'the transformer takes {self.position_emb.shape[0]} latent tokens '
+                             f'({self.img_size}x{self.img_size} images), got {tuple(latent.shape[-2:])} tokens '
+                             f'from a {latent.shape[-2] * self.encoder.downsample_factor}x'
+                             f'{latent.shape[-1] * self.encoder.downsample_factor} image')
+        query = self.feat_emb(tokens)
+        for layer in self.ft_layers:
+            query = layer(query, self.position_emb)
+        return self.idx_pred_layer(query)
+
+
 class SFTFusionBlock(nn.Module):
     """Controllable feature transformation (official ``Fuse_sft_block``): a ResBlock encodes
     ``cat[enc, dec]`` (2C -> C), two conv branches predict a spatial scale and shift, and
@@ -116,7 +144,7 @@ class SFTFusionBlock(nn.Module):
 
 
 @ARCH_REGISTRY.register()
-class CodeFormer(VQAutoEncoder):
+class CodeFormer(VQAutoEncoder, CodePrediction):
     """CodeFormer. x (b, 3, H, W) in [-1, 1] (H = W = img_size for the official position embedding) ->
     ``(out (b, 3, H, W), logits (b, latent_size, codebook_size), lq_feat (b, emb_dim, h, w))``.
 
@@ -145,25 +173,9 @@ class CodeFormer(VQAutoEncoder):
             getattr(self, module).requires_grad_(False)
 
         self.connect_list = list(connect_list)
-        self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
-        self.feat_emb = nn.Linear(emb_dim, dim_embd)
-        self.ft_layers = nn.Sequential(*(TransformerSALayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers)))
-        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
+        self.add_code_prediction(latent_size, emb_dim, dim_embd, n_head, n_layers, codebook_size)
         self.fuse_convs_dict = nn.ModuleDict(
             {size: SFTFusionBlock(self.channels[size], self.channels[size]) for size in self.connect_list})
-
-    def code_logits(self, lq_feat: torch.Tensor) -> torch.Tensor:
-        """Codebook logits of each latent token: lq_feat (b, emb_dim, h, w) -> (b, h*w, codebook_size)."""
-        tokens = lq_feat.flatten(2).transpose(1, 2)
-        if tokens.shape[1] != self.position_emb.shape[0]:
-            raise ValueError(f'the transformer takes {self.position_emb.shape[0]} latent tokens '
-                             f'({self.img_size}x{self.img_size} images), got {tuple(lq_feat.shape[-2:])} tokens '
-                             f'from a {lq_feat.shape[-2] * self.encoder.downsample_factor}x'
-                             f'{lq_feat.shape[-1] * self.encoder.downsample_factor} image')
-        query = self.feat_emb(tokens)
-        for layer in self.ft_layers:
-            query = layer(query, self.position_emb)
-        return self.idx_pred_layer(query)
 
     def forward(self, x: torch.Tensor, w: float = 0, detach_16: bool = True, code_only: bool = False,
                 adain: bool = False):

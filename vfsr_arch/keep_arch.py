@@ -38,7 +38,7 @@ from basicsr.archs.spynet_arch import SpyNet
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from vfsr_arch.codeformer_arch import SFTFusionBlock, TransformerSALayer, check_latent_size, check_resolution_lists
+from vfsr_arch.codeformer_arch import CodePrediction, SFTFusionBlock, check_latent_size, check_resolution_lists
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.gmflow_arch import GMFlow
 from vfsr_arch.kalman_filter import KalmanFilter
@@ -175,7 +175,7 @@ class KEEPStreamState:
 # The network
 # ------------------------------------------------------------------------------------------------------------------
 @ARCH_REGISTRY.register()
-class KEEP(nn.Module):
+class KEEP(nn.Module, CodePrediction):
     """KEEP video face restoration. x (b, t, 3, H, W) RGB in [-1, 1], H = W = img_size (img_size / 4 with
     ``need_upscale``) -> (b, t, 3, img_size, img_size).
 
@@ -240,10 +240,7 @@ class KEEP(nn.Module):
         if vqgan_path is not None:
             self._load_vqgan(vqgan_path)
 
-        self.position_emb = nn.Parameter(torch.zeros(latent_size, dim_embd))
-        self.feat_emb = nn.Linear(emb_dim, dim_embd)
-        self.ft_layers = nn.Sequential(*(TransformerSALayer(dim_embd, n_head, 2 * dim_embd) for _ in range(n_layers)))
-        self.idx_pred_layer = nn.Sequential(nn.LayerNorm(dim_embd), nn.Linear(dim_embd, codebook_size, bias=False))
+        self.add_code_prediction(latent_size, emb_dim, dim_embd, n_head, n_layers, codebook_size)
 
         self.cfa = nn.ModuleDict({size: CrossFrameFusionLayer(self.channels[size], cfa_nhead, cfa_dim, cross_residual)
                                   for size in self.cfa_list})
@@ -348,13 +345,6 @@ class KEEP(nn.Module):
             logits.append(frame_logits)
         return ChunkResult(torch.stack(outputs, dim=1), torch.stack(logits, dim=1), gains,
                            {size: torch.stack(feats, dim=1) for size, feats in temporal_features.items()})
-
-    def code_logits(self, z_hat: torch.Tensor) -> torch.Tensor:
-        """Code prediction: z_hat (b, emb_dim, h, w) -> logits (b, h*w, codebook_size)."""
-        query = self.feat_emb(z_hat.flatten(2).transpose(1, 2))
-        for layer in self.ft_layers:
-            query = layer(query, self.position_emb)
-        return self.idx_pred_layer(query)
 
     def lookup_codes(self, logits: torch.Tensor, z_hat: torch.Tensor, detach_16: bool = True) -> torch.Tensor:
         """Top-1 codebook entries (b, emb_dim, h, w) of the logits (argmax = the official top-1 of the softmax)."""
