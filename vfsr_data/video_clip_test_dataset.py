@@ -37,17 +37,17 @@ class VideoClipTestDataset(data.Dataset):
         if opt.get('dataroot_gt') is not None:
             self.gt = ClipFrames(opt['dataroot_gt'], opt.get('io_backend'), opt.get('meta_info_file'))
         self.gt_size = opt.get('gt_size', 512)
-        self.landmarks = None
+        self.lq_faces = None
         if opt.get('dataroot_landmarks') is not None:
             if self.scale is None:
                 raise ValueError('VideoClipTestDataset: aligning with dataroot_landmarks needs scale')
-            self.landmarks = AlignedFaceFrames(self.lq, opt['dataroot_landmarks'], self.gt_size)
+            self.lq_faces = AlignedFaceFrames(self.lq, opt['dataroot_landmarks'], self.gt_size)
         self.folders = sorted(self.lq.clips)
         for folder in self.folders:
             if not self.lq.clips[folder]:
                 raise BadClipError(f'clip {folder!r} in {self.lq.root} has no frames')
-            if self.landmarks is not None:
-                self.landmarks.check_landmark_file(folder)
+            if self.lq_faces is not None:
+                self.lq_faces.check_landmark_file(folder)
             if self.gt is not None and self.gt.clips.get(folder) != self.lq.clips[folder]:
                 raise BadClipError(f'clip {folder!r}: GT frames in {self.gt.root} do not match the LQ frames in '
                                    f'{self.lq.root} ({len(self.gt.clips.get(folder, []))} vs '
@@ -63,7 +63,7 @@ class VideoClipTestDataset(data.Dataset):
     def __getitem__(self, index: int) -> dict:
         folder = self.folders[index]
         stems = self.frame_stems(folder)
-        lq_frames, landmarks = (self.landmarks.read_raw(folder, stems) if self.landmarks
+        lq_frames, landmarks = (self.lq_faces.read_raw(folder, stems) if self.lq_faces
                                 else (self.lq.read_clip(folder, stems), None))
         gt_frames = None if self.gt is None else self.gt.read_clip(folder, stems)
         if gt_frames is not None and self.scale is not None and \
