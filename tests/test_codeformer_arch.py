@@ -154,3 +154,10 @@ def test_bad_configuration_and_input_are_clear_errors():
         build(connect_list=['64'])
     with pytest.raises(ValueError, match='64 latent tokens'):
         build()(torch.zeros(1, 3, 64, 64))
+
+
+def test_fix_modules_can_freeze_the_transformer_and_fusion():
+    model = build(fix_modules=['quantize', 'generator', 'ft_layers', 'fuse_convs_dict'])
+    frozen = ('quantize.', 'generator.', 'ft_layers.', 'fuse_convs_dict.')
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (not name.startswith(frozen)), name

@@ -169,13 +169,13 @@ class CodeFormer(VQAutoEncoder, CodePrediction):
                          model_path=vqgan_path)
         check_latent_size(latent_size, self.latent_grid, img_size, ch_mult)
         check_resolution_lists(self.channels, connect_list=connect_list)
-        for module in fix_modules or ():
-            getattr(self, module).requires_grad_(False)
-
         self.connect_list = list(connect_list)
         self.add_code_prediction(latent_size, emb_dim, dim_embd, n_head, n_layers, codebook_size)
         self.fuse_convs_dict = nn.ModuleDict(
             {size: SFTFusionBlock(self.channels[size], self.channels[size]) for size in self.connect_list})
+        # last, so that any submodule (also the transformer's or the fusion's) can be frozen
+        for module in fix_modules or ():
+            getattr(self, module).requires_grad_(False)
 
     def forward(self, x: torch.Tensor, w: float = 0, detach_16: bool = True, code_only: bool = False,
                 adain: bool = False):
