@@ -1,7 +1,7 @@
 """Outputs that appear whole or not at all: build under a hidden partial name beside the target, rename at the end.
 
 An interrupted or failed run (exception, Ctrl-C) removes its partial folder; a killed run leaves only a hidden
-``.<name>.partial-<pid>`` folder, never a half-written target, and the next run starts afresh.
+``.<stem>.partial-<pid><suffix>`` folder, never a half-written target, and the next run starts afresh.
 """
 import os
 import shutil
