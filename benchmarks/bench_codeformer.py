@@ -11,23 +11,15 @@ output against float32 (images in [-1, 1], so the peak-to-peak range is 2).
 import argparse
 import json
 import math
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import memory_in_use_mb, peak_memory_mb, run_fresh, timed_runs  # noqa: E402
+
 OFFICIAL_FP32_2_THREADS_S = 5.40  # official CodeFormer, 512x512, this machine type (../shared/README.md)
-
-
-def current_rss_mb() -> float:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError('no VmRSS in /proc/self/status')
 
 
 def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads: int, fidelity: float) -> dict:
@@ -50,7 +42,7 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
         x = x.contiguous(memory_format=torch.channels_last)
     autocast_dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dtype]
 
-    def forward():
+    def forward(index=0):
         with torch.no_grad(), torch.autocast(device, dtype=autocast_dtype or torch.float32,
                                              enabled=autocast_dtype is not None):
             out, logits, _ = model(x, w=fidelity, adain=True)
@@ -60,20 +52,10 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
 
     if device == 'cuda':
         torch.cuda.synchronize()
-        base_alloc = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-    base_rss = current_rss_mb()
-    out, codes = forward()
-    times, cpu_times = [], []
-    for _ in range(runs):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        forward()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-    if device == 'cuda':
-        peak_mb = (torch.cuda.max_memory_allocated() - base_alloc) / 2**20
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
+    base_mb = memory_in_use_mb(device)
+    (out, codes), times, cpu_times = timed_runs(forward, runs)
+    peak_mb = peak_memory_mb(device) - base_mb
     result = dict(device=device, dtype=dtype, layout=layout, size=size, threads=threads,
                   median_s=statistics.median(times), times_s=times,
                   cpu_s_per_thread=statistics.median(cpu_times) / threads, peak_mb=peak_mb)
@@ -110,12 +92,10 @@ def main():
     print(f'{"device":6} {"dtype":5} {"layout":6} {"median s":>9} {"cpu s/thread":>12} {"peak MB":>8} '
           f'{"PSNR vs fp32":>13} {"codes = fp32":>12}')
     for config in configs:
-        completed = subprocess.run([sys.executable, __file__, '--single', config, '--size', str(args.size),
-                                    '--runs', str(args.runs), '--threads', str(args.threads), '--w', str(args.w)],
-                                   capture_output=True, text=True)
-        if completed.returncode:
-            sys.exit(f'{config} failed:\n{completed.stderr}')
-        row = json.loads(completed.stdout.strip().splitlines()[-1])
+        row, stderr = run_fresh([__file__, '--single', config, '--size', str(args.size), '--runs', str(args.runs),
+                                 '--threads', str(args.threads), '--w', str(args.w)])
+        if row is None:
+            sys.exit(f'{config} failed:\n{stderr}')
         psnr = f'{row["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in row else ''
         codes = f'{100 * row["codes_equal"]:.1f} %' if 'codes_equal' in row else ''
         print(f'{row["device"]:6} {row["dtype"]:5} {row["layout"]:6} {row["median_s"]:9.3f} '

@@ -17,7 +17,6 @@ Each is run on T and 4T frames: streaming memory must not depend on the video le
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import deque
@@ -25,17 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import memory_in_use_mb, peak_memory_mb, reset_peak_memory, run_fresh  # noqa: E402
+
 OFFICIAL_KEEP = dict(emb_dim=256, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, cft_list=['16', '32', '64'],
                      kalman_attn_head_dim=48, num_uncertainty_layers=3, cfa_list=['16', '32'], cfa_nhead=4,
                      cfa_dim=256, cond=1)
-
-
-def resident_mb(field: str) -> float:
-    """VmRSS (current) or VmHWM (peak) of this process in MB."""
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f'{field} not in /proc/self/status')
 
 
 def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads: int, repeats: int,
@@ -64,18 +57,13 @@ def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads:
     reference = run()  # warm-up
     seconds, cpu_seconds, peaks = [], [], []
     for _ in range(repeats):
-        if device == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-            before = torch.cuda.memory_allocated() / 2**20
-        else:
-            Path('/proc/self/clear_refs').write_text('5')  # reset the resident high-water mark
-            before = resident_mb('VmRSS')
+        reset_peak_memory(device)
+        before = memory_in_use_mb(device)
         start, start_cpu = time.perf_counter(), time.process_time()
         out = run()
         seconds.append(time.perf_counter() - start)
         cpu_seconds.append(time.process_time() - start_cpu)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if device == 'cuda' else resident_mb('VmHWM')
-        peaks.append(peak - before)
+        peaks.append(peak_memory_mb(device) - before)
         del out
     result = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device, threads=threads, chunk=chunk,
                   s_per_frame=statistics.median(seconds) / frames,
@@ -116,12 +104,10 @@ def main():
                 for frames in lengths:
                     config = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device,
                                   threads=args.threads, repeats=args.repeats, chunk=args.frames)
-                    child = subprocess.run([sys.executable, __file__, '--child', json.dumps(config)],
-                                           capture_output=True, text=True)
-                    if child.returncode:
-                        print(child.stderr[-2000:], file=sys.stderr)
+                    r, stderr = run_fresh([__file__, '--child', json.dumps(config)])
+                    if r is None:
+                        print(stderr[-2000:], file=sys.stderr)
                         continue
-                    r = json.loads(child.stdout.strip().splitlines()[-1])
                     psnr = f'{r["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in r else ''
                     print(f'{size:>5} {mode:>6} {dtype:>5} {frames:>3} {r["s_per_frame"]:>8.2f} '
                           f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}', flush=True)

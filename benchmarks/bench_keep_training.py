@@ -16,16 +16,15 @@ Examples::
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.harness import peak_memory_mb, run_fresh, timed_runs  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -82,10 +81,6 @@ def random_lpips_weights(folder: Path) -> dict:
     return {'vgg_weights_path': str(folder / 'vgg16.pth'), 'lpips_weights_path': str(folder / 'lpips.pth')}
 
 
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def measure_stage(args, stage: int) -> dict:
     import vfsr_compat  # noqa: F401
 
@@ -107,27 +102,22 @@ def measure_stage(args, stage: int) -> dict:
         # Stage 3's adversarial terms start after net_d_start_iter: time iterations where they are on.
         first_iter = max(getattr(model, 'net_d_start_iter', 0), 0) + 1
 
-        def step(iteration):
+        def step(index):
             model.feed_data(clip)
-            model.optimize_parameters(iteration)
+            model.optimize_parameters(first_iter + index)
             if args.device == 'cuda':
                 torch.cuda.synchronize()
 
         if args.device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        baseline = peak_rss_bytes()
-        step(first_iter)
-        times = []
-        for i in range(args.steps):
-            start = time.perf_counter()
-            step(first_iter + 1 + i)
-            times.append(time.perf_counter() - start)
-        peak = torch.cuda.max_memory_allocated() if args.device == 'cuda' else peak_rss_bytes()
+        baseline = peak_memory_mb('cpu')
+        _, times, _ = timed_runs(step, args.steps)
+        peak = peak_memory_mb(args.device)
         trainable = sum(p.numel() for p in model.net_g.parameters() if p.requires_grad)
         return {'stage': stage, 'model': opt['model_type'], 'device': args.device, 'img_size': size,
                 'lq_size': lq_size, 'batch': batch, 'frames': frames, 'threads': args.threads,
                 'median_step_s': statistics.median(times), 'steps_s': times,
-                'peak_memory_mb': (peak if args.device == 'cuda' else peak - baseline) / 2**20,
+                'peak_memory_mb': peak if args.device == 'cuda' else peak - baseline,
                 'memory_kind': 'peak allocated' if args.device == 'cuda' else 'peak RSS growth over the built model',
                 'generator_params': sum(p.numel() for p in model.net_g.parameters()), 'trainable_params': trainable,
                 'losses': model.get_current_log()}
@@ -139,12 +129,10 @@ def main():
         print(json.dumps(measure_stage(args, args.stage)))
         return
     for stage in (int(s) for s in args.stages.split(',')):
-        command = [sys.executable, __file__, *sys.argv[1:], '--stage', str(stage)]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-        if result.returncode != 0:
-            sys.exit(f'stage {stage} failed:\n{result.stderr[-3000:]}')
-        report = json.loads(result.stdout.strip().splitlines()[-1])
+        report, stderr = run_fresh([__file__, *sys.argv[1:], '--stage', str(stage)], env=env, cwd=REPO_ROOT)
+        if report is None:
+            sys.exit(f'stage {stage} failed:\n{stderr[-3000:]}')
         print(f"stage {stage} ({report['model']}) on {report['device']}: {report['batch']} x {report['frames']} "
               f"frames, LQ {report['lq_size']} -> {report['img_size']} px, {report['threads']} threads: "
               f"{report['median_step_s']:.2f} s per step (median of {len(report['steps_s'])}), "

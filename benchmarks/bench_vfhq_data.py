@@ -13,7 +13,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -27,19 +26,15 @@ import vfsr_data  # noqa: E402, F401  (registers the datasets; vfsr_compat befor
 # isort: split
 from basicsr.utils.registry import DATASET_REGISTRY  # noqa: E402
 
+from benchmarks.harness import timed_runs  # noqa: E402
 from datasets_prep.make_clip_lmdb import make_clip_lmdb  # noqa: E402
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq  # noqa: E402
 from vfsr_data.video_degradation import h264_round_trip, to_uint8  # noqa: E402
 
 
 def median_seconds(function, repeats: int) -> float:
-    times = []
-    for index in range(repeats + 1):
-        start = time.perf_counter()
-        function(index)
-        if index:  # the first call warms caches up
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall seconds of ``function(index)`` over ``repeats`` calls after one that warms caches up."""
+    return statistics.median(timed_runs(function, repeats)[1])
 
 
 def main():

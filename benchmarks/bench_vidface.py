@@ -36,9 +36,7 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,6 +47,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from basicsr.archs.edvr_arch import EDVR  # noqa: E402
 
+from benchmarks.harness import memory_in_use_mb, peak_memory_mb, run_fresh, timed_runs  # noqa: E402
 from vfsr_arch.vidface_arch import VidFace  # noqa: E402
 
 NUM_FRAMES, LR_SIZE, REFERENCE = 7, (16, 12), 3
@@ -74,21 +73,6 @@ def build_edvr() -> EDVR:
 
 NETWORKS = {'vidface': (VidFace, 8), 'vidface_ckpt': (lambda: VidFace(checkpoint_refiner=True), 8),
             'edvr_x4': (build_edvr, 4), 'edvr_x8': (UpsampledInputEDVR, 8)}
-
-
-def peak_rss_mb() -> float:
-    return read_status_kb('VmHWM') / 1024
-
-
-def rss_mb() -> float:
-    return read_status_kb('VmRSS') / 1024
-
-
-def read_status_kb(field: str) -> int:
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith(field + ':'):
-            return int(line.split()[1])
-    raise RuntimeError(f'{field} not found in /proc/self/status')
 
 
 def charbonnier_sum(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -126,7 +110,7 @@ def run_case(case: dict) -> dict:
         gt, gt_landmarks = gt.to(device), (torch.rand(batch * NUM_FRAMES, 10, generator=generator) - 0.5).to(device)
         optimizer = torch.optim.AdamW(net.parameters(), lr=4e-4, betas=(0.9, 0.99), weight_decay=0)
 
-        def step():
+        def run():
             optimizer.zero_grad(set_to_none=True)
             with autocast:
                 loss = training_loss(case['net'], net, x, gt, gt_landmarks)
@@ -136,30 +120,23 @@ def run_case(case: dict) -> dict:
     else:
         net.eval()
 
-        def step():
+        def run():
             with torch.no_grad(), autocast:
-                return net(x)
+                net(x)
+
+    def step(index):
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
 
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-        base_memory = torch.cuda.memory_allocated(device) / 2**20
-    else:
-        base_memory = rss_mb()
-    times, cpu_times = [], []
-    for index in range(case['runs'] + 1):  # the first run is the warm-up
-        if cuda:
-            torch.cuda.synchronize(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        step()
-        if cuda:
-            torch.cuda.synchronize(device)
-        if index:
-            times.append(time.perf_counter() - start)
-            cpu_times.append((time.process_time() - cpu_start) / case['threads'])
-    peak = (torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mb()) - base_memory
+    base_memory = memory_in_use_mb(device.type)
+    _, times, cpu_times = timed_runs(step, case['runs'])
+    peak = peak_memory_mb(device.type) - base_memory
     result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times),
-                  cpu_s=statistics.median(cpu_times), peak_mb=peak)
+                  cpu_s=statistics.median(cpu_times) / case['threads'], peak_mb=peak)
 
     if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
         with torch.no_grad():
@@ -215,13 +192,11 @@ def main():
     print('-' * len(header))
     for case in cases(args):
         load = os.getloadavg()[0]
-        completed = subprocess.run([sys.executable, __file__, '--case', json.dumps(case)], capture_output=True,
-                                   text=True)
-        if completed.returncode:
+        result, stderr = run_fresh([__file__, '--case', json.dumps(case)])
+        if result is None:
             print(f'{case["net"]:<12} {case["mode"]} batch {case["batch"]} {case["precision"]}: FAILED\n'
-                  f'{completed.stderr[-2000:]}')
+                  f'{stderr[-2000:]}')
             continue
-        result = json.loads(completed.stdout.strip().splitlines()[-1])
         notes = f'PSNR vs fp32 {result["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in result else ''
         print(f'{result["net"]:<12} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
               f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} {result["cpu_s"]:>7.3f} '
