@@ -2,7 +2,8 @@
 and validation of restored frames (PSNR/SSIM per clip, on CPU or GPU, single process or distributed).
 
 :class:`GeneratorTrainingModel` is the base of ``VQGANModel`` (stage 1), ``KEEPModel`` (stage 2) and
-``KEEPGANModel`` (stage 3). It is not registered: each stage is its own registered model.
+``KEEPGANModel`` (stage 3). It is not registered: each stage is its own registered model. ``VidFaceModel`` (a
+BasicSR ``SRModel``) shares :func:`evaluate_generator` with it.
 
 Options it reads (besides BasicSR's usual ones):
 * ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g``, ``path.pretrain_network_d`` / ``strict_load_d``;
@@ -146,12 +147,7 @@ class GeneratorTrainingModel(BaseModel):
         raise NotImplementedError
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            self.output = self.restore(net)
-        net.train(was_training)
+        self.output = evaluate_generator(self, self.restore)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """Every rank restores its share of the clips (clip i goes to rank i mod world size); sums are reduced."""
@@ -231,6 +227,19 @@ class GeneratorTrainingModel(BaseModel):
         if self.net_d is not None:
             self.save_network(self.net_d, 'net_d', current_iter)
         self.save_training_state(epoch, current_iter)
+
+
+def evaluate_generator(model: BaseModel, forward):
+    """``forward(net)`` under no_grad, with ``net`` the model's ``net_g_ema`` when it has one, else its bare
+    ``net_g`` (validation may run on one rank only, where a DDP wrapper would wait for the others), in eval mode; the
+    network's train/eval mode is restored afterwards."""
+    net = model.net_g_ema if hasattr(model, 'net_g_ema') else model.get_bare_model(model.net_g)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        output = forward(net)
+    net.train(was_training)
+    return output
 
 
 def as_frames(batch: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from vfsr_data.matlab_resize import matlab_resize
+from vfsr_models.generator_training import evaluate_generator
 
 
 def split_network_output(output) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -85,13 +86,8 @@ class VidFaceModel(SRModel):
             self.model_ema(decay=self.ema_decay)
 
     def test(self):
-        # The bare network: validation runs on rank 0 only, where a DDP wrapper would wait for the other ranks.
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            self.output, self.landmark_predictions = split_network_output(net(self.lq))
-        net.train(was_training)
+        output = evaluate_generator(self, lambda net: net(self.lq))
+        self.output, self.landmark_predictions = split_network_output(output)
 
     def reference_output(self) -> torch.Tensor:
         """(b, 3, H, W): the restored reference snapshot."""
