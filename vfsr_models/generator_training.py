@@ -6,7 +6,8 @@ and validation of restored frames (PSNR/SSIM per clip, on CPU or GPU, single pro
 BasicSR ``SRModel``) shares :func:`evaluate_generator` with it.
 
 Options it reads (besides BasicSR's usual ones):
-* ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g``, ``path.pretrain_network_d`` / ``strict_load_d``;
+* ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g``, ``path.pretrain_network_d`` / ``param_key_d`` /
+  ``strict_load_d``;
 * ``train.ema_decay`` (0 disables EMA), ``train.optim_g`` / ``train.optim_d``;
 * ``train.net_g_start_iter`` / ``net_d_iters`` / ``net_d_start_iter`` for the adversarial schedule;
 * ``val.metrics`` (e.g. ``calculate_psnr`` with ``test_y_channel`` true and false), ``val.save_img``.

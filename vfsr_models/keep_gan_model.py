@@ -4,8 +4,8 @@ Everything else is frozen (``network_g.fix_modules``). Generator loss: ``pixel_o
 (LPIPS 1) + ``temporal_opt`` (Charbonnier 0.1 between the generator features of frame i and those of frame i-1
 warped by the flow of the GT frames, ``temporal_warp_type: GT``) + ``gan_opt`` (hinge, 0.01) from a 3D-convolution
 video discriminator (``network_d: Discriminator3D``) that judges whole clips. The discriminator trains on real GT
-clips against the restored clips, from ``train.net_d_start_iter`` on, every ``net_d_iters`` iterations as the
-generator.
+clips against the restored clips in every iteration after ``train.net_d_start_iter``; the generator steps every
+``net_d_iters`` iterations after ``net_g_start_iter``.
 """
 from collections import OrderedDict
 
