@@ -1,4 +1,7 @@
 """Shared test fixtures. ``../shared`` (reference data of the official code) is optional: tests that need it skip."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +56,20 @@ def randomize_like_reference(model: torch.nn.Module, seed: int = 0) -> torch.nn.
             else:
                 tensor.copy_(0.1 * noise + key.endswith('weight'))
     return model
+
+
+def run_python(workdir, *args, check: bool = True, **env_vars) -> subprocess.CompletedProcess:
+    """Run ``python *args`` in ``workdir`` against this checkout's code (one thread each, so parallel processes
+    share the cores); with ``check``, a non-zero exit fails the test showing the end of the output."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', **env_vars)
+    result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True,
+                            timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f'{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
+    return result
+
+
+def python_log(workdir, *args, **env_vars) -> str:
+    """:func:`run_python` that must succeed; its stdout and stderr (the training log) together."""
+    result = run_python(workdir, *args, **env_vars)
+    return result.stdout + result.stderr

@@ -4,11 +4,8 @@ two iterations of a tiny configuration on synthetic VFHQ clips; we check the log
 that exactly the documented parameters change. Plus the pieces only training uses: LPIPS and the 3D discriminator.
 """
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from copy import deepcopy
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -18,7 +15,7 @@ import torch
 import torchvision
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY, MODEL_REGISTRY
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, python_log
 
 import vfsr_arch  # noqa: F401
 import vfsr_models  # noqa: F401
@@ -64,18 +61,9 @@ def workdir(tmp_path_factory):
     return root
 
 
-def run_script(workdir, script: str, options: str) -> str:
-    """Run train.py or test.py in the scratch root; return its log."""
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, script, '-opt', options], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, f'{script} {options} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return result.stdout + result.stderr
-
-
 def train(workdir, stage: int) -> tuple[str, dict]:
     """Run one stage with train.py; return its log and its final checkpoint."""
-    log = run_script(workdir, 'train.py', f'keep_tiny_stage{stage}.yml')
+    log = python_log(workdir, 'train.py', '-opt', f'keep_tiny_stage{stage}.yml')
     models = workdir / 'experiments' / f'keep_tiny_stage{stage}' / 'models'
     assert (models / 'net_g_2.pth').is_file() and (models / 'net_g_latest.pth').is_file()
     return log, torch.load(models / 'net_g_latest.pth', weights_only=True)
@@ -175,7 +163,7 @@ def test_stage2_gt_codes_from_hq_encoder_equal_those_of_a_separate_stage1_vqgan(
 
 
 def test_test_py_evaluates_a_stage2_checkpoint_per_clip(workdir, stage2):
-    log = run_script(workdir, 'test.py', 'keep_tiny_test.yml')
+    log = python_log(workdir, 'test.py', '-opt', 'keep_tiny_test.yml')
     assert 'synthetic_vfhq_test clip000: psnr' in log and 'synthetic_vfhq_test clip001: psnr' in log
     assert '# psnr:' in log and '# ssim_y:' in log
     images = workdir / 'results' / 'keep_tiny_test' / 'visualization' / 'synthetic_vfhq_test'

@@ -3,13 +3,11 @@ distributed with gloo, and refuse bad option files before writing anything."""
 import os
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_python
 
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
 
@@ -24,15 +22,6 @@ def workdir(tmp_path_factory):
         shutil.copy(REPO_ROOT / script, root / script)
     make_tiny_vimeo(root / 'datasets' / 'tiny_vimeo')
     return root
-
-
-def run_script(workdir, *args, check=True, **env_vars):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1', **env_vars)
-    result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f'{args} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
-    return result
 
 
 def write_options(workdir, name, replace=(), **changes):
@@ -52,14 +41,14 @@ def write_options(workdir, name, replace=(), **changes):
 
 def test_edvr_trains_validates_checkpoints_and_resumes_on_cpu(workdir):
     options = write_options(workdir, 'edvr_resume')
-    first = run_script(workdir, 'train.py', '-opt', options.name, '--force_yml', 'train:total_iter=4')
+    first = run_python(workdir, 'train.py', '-opt', options.name, '--force_yml', 'train:total_iter=4')
     assert 'Validation tiny_vimeo_val' in first.stdout + first.stderr
     experiment = workdir / 'experiments' / 'edvr_resume'
     assert (experiment / 'training_states' / '4.state').is_file()
     assert (experiment / 'models' / 'net_g_4.pth').is_file()
     assert any((workdir / 'tb_logger' / 'edvr_resume').iterdir()), 'tensorboard events are written'
 
-    resumed = run_script(workdir, 'train.py', '-opt', options.name, '--auto_resume')
+    resumed = run_python(workdir, 'train.py', '-opt', options.name, '--auto_resume')
     log = resumed.stdout + resumed.stderr
     assert 'Resuming training from epoch: 1, iter: 4.' in log
     assert 'iter:       6' in log and 'iter:       2' not in log
@@ -71,12 +60,12 @@ def test_edvr_trains_validates_checkpoints_and_resumes_on_cpu(workdir):
 
 def test_test_py_reports_metrics_for_a_trained_checkpoint(workdir):
     options = write_options(workdir, 'edvr_for_test')
-    run_script(workdir, 'train.py', '-opt', options.name, '--force_yml', 'train:total_iter=2')
+    run_python(workdir, 'train.py', '-opt', options.name, '--force_yml', 'train:total_iter=2')
     checkpoint = workdir / 'experiments' / 'edvr_for_test' / 'models' / 'net_g_latest.pth'
     test_options = write_options(
         workdir, 'edvr_test_run', replace=('datasets',), path={'pretrain_network_g': str(checkpoint)},
         datasets={'test': yaml.safe_load(EDVR_OPTIONS.read_text())['datasets']['val']})
-    result = run_script(workdir, 'test.py', '-opt', test_options.name)
+    result = run_python(workdir, 'test.py', '-opt', test_options.name)
     assert '# psnr:' in result.stdout + result.stderr
     assert list((workdir / 'results' / 'edvr_test_run').glob('test_*.log'))
 
@@ -95,7 +84,7 @@ def test_two_cpu_processes_train_in_lockstep_with_gloo(workdir, launcher):
     out_dir.mkdir()
     probe = REPO_ROOT / 'tests' / 'helpers' / 'distributed_train_probe.py'
     module = 'torch.distributed.run' if launcher == 'torchrun' else 'torch.distributed.launch'
-    run_script(workdir, '-m', module, '--nproc_per_node=2', f'--master_port={free_port()}', str(probe),
+    run_python(workdir, '-m', module, '--nproc_per_node=2', f'--master_port={free_port()}', str(probe),
                '-opt', options.name, '--launcher', 'pytorch', '--force_yml', 'train:total_iter=4',
                VFSR_PROBE_OUT=str(out_dir))
     final = [torch.load(out_dir / f'final_rank{rank}.pth', weights_only=True) for rank in (0, 1)]
@@ -110,7 +99,7 @@ def test_slurm_launcher_trains_with_gloo(workdir, tmp_path):
     (tmp_path / 'scontrol').chmod(0o755)
     options = write_options(workdir, 'edvr_slurm', logger={'use_tb_logger': False},
                             dist_params={'backend': 'gloo', 'port': free_port()})
-    result = run_script(workdir, 'train.py', '-opt', options.name, '--launcher', 'slurm', '--force_yml',
+    result = run_python(workdir, 'train.py', '-opt', options.name, '--launcher', 'slurm', '--force_yml',
                         'train:total_iter=2', SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_NODELIST='node1',
                         PATH=f'{tmp_path}:{os.environ["PATH"]}')
     assert 'Validation tiny_vimeo_val' in result.stdout + result.stderr
@@ -134,7 +123,7 @@ def test_bad_options_fail_with_one_clear_line_and_write_nothing(workdir, change,
         datasets['train'].update(change['datasets']['train'])
         change = dict(change, datasets=datasets)
     options = write_options(workdir, name, **change)
-    result = run_script(workdir, 'train.py', '-opt', options.name, check=False)
+    result = run_python(workdir, 'train.py', '-opt', options.name, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f'vfsr: error: {message}')
     assert not (workdir / 'experiments' / name).exists()

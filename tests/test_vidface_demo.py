@@ -1,13 +1,10 @@
 """The README's demo (``python demo.py``) runs end to end on a shortened schedule: data from the astronaut photo,
 VidFace training and validation through train.py, bicubic through test.py, and the comparison table."""
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_python
 
 from datasets_prep.make_demo_tufs import make_demo_tufs
 
@@ -19,14 +16,6 @@ def copy_demo_files(workdir):
     (workdir / 'options').mkdir()
     for options in ('demo_vidface.yml', 'test_bicubic_demo.yml'):
         shutil.copy(REPO_ROOT / 'options' / options, workdir / 'options' / options)
-
-
-def run_python(workdir, *args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return result
 
 
 def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):

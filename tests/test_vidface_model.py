@@ -1,10 +1,7 @@
 """VidFaceModel with a tiny VidFace on real face clips: official losses, AdamW + Lookahead + gradient clipping,
 EMA, RGB and Y metrics with images, the EDVR/Bicubic baselines, and train.py / test.py end to end on the CPU."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import vfsr_compat  # noqa: F401  (before basicsr)
 
@@ -15,7 +12,7 @@ import yaml
 from basicsr.models import build_model
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.utils.registry import DATASET_REGISTRY, LOSS_REGISTRY
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, python_log
 from torch.utils.data import DataLoader
 
 import vfsr_arch  # noqa: F401  (registers the networks)
@@ -171,16 +168,8 @@ def workdir(tmp_path_factory, demo_root):
     return root
 
 
-def run_script(workdir, *args):
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
-    result = subprocess.run([sys.executable, *args], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, f'{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}'
-    return result.stdout + result.stderr
-
-
 def test_train_py_then_test_py_write_checkpoints_metrics_and_images(workdir):
-    log = run_script(workdir, 'train.py', '-opt', str(TINY_OPTIONS))
+    log = python_log(workdir, 'train.py', '-opt', str(TINY_OPTIONS))
     for entry in ('l_pix:', 'l_landmark:', 'grad_norm:', '# psnr_rgb:', '# ssim_rgb:', '# psnr_y:', '# ssim_y:'):
         assert entry in log
     experiment = workdir / 'experiments' / 'vidface_tiny_cpu'
@@ -195,7 +184,7 @@ def test_train_py_then_test_py_write_checkpoints_metrics_and_images(workdir):
     del opt['train']
     test_options = workdir / 'vidface_tiny_test.yml'
     test_options.write_text(yaml.safe_dump(opt))
-    log = run_script(workdir, 'test.py', '-opt', test_options.name)
+    log = python_log(workdir, 'test.py', '-opt', test_options.name)
     assert 'Testing demo_tufs_val' in log
     results = workdir / 'results' / 'vidface_tiny_test'
     metrics = json.loads((results / 'metrics_demo_tufs_val.json').read_text())['metrics']
@@ -207,6 +196,6 @@ def test_train_py_then_test_py_write_checkpoints_metrics_and_images(workdir):
 
 def test_bicubic_baseline_runs_through_test_py(workdir):
     shutil.copytree(REPO_ROOT / 'options', workdir / 'options', dirs_exist_ok=True)
-    run_script(workdir, 'test.py', '-opt', 'options/test_bicubic_demo.yml')
+    python_log(workdir, 'test.py', '-opt', 'options/test_bicubic_demo.yml')
     metrics = json.loads((workdir / 'results' / 'bicubic_demo' / 'metrics_demo_tufs_val.json').read_text())['metrics']
     assert 15 < metrics['psnr_rgb'] < metrics['psnr_y'] < 30
