@@ -15,6 +15,7 @@ Each is run on T and 4T frames: streaming memory must not depend on the video le
     python benchmarks/bench_keep.py --sizes 512 --frames 2 --modes clip   # official: 6-7 s/frame, 74 + 380 T MB
 """
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -31,7 +32,7 @@ OFFICIAL_KEEP = dict(emb_dim=256, dim_embd=512, n_head=8, n_layers=9, codebook_s
                      cfa_dim=256, cond=1)
 
 
-def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads: int, repeats: int,
+def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: str, threads: int, repeats: int,
             chunk: int) -> dict:
     """One configuration, in this process."""
     import torch
@@ -41,6 +42,8 @@ def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = KEEP(img_size=size, latent_size=(size // 32)**2, **OFFICIAL_KEEP).to(device).eval()
+    if layout == 'cl':  # channels_last weights: the convolutions' fast path on CPU
+        net = net.to(memory_format=torch.channels_last)
     clip = torch.rand(1, frames, 3, size, size, device=device) * 2 - 1
     autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
 
@@ -65,8 +68,8 @@ def measure(size: int, frames: int, mode: str, dtype: str, device: str, threads:
         cpu_seconds.append(time.process_time() - start_cpu)
         peaks.append(peak_memory_mb(device) - before)
         del out
-    result = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device, threads=threads, chunk=chunk,
-                  s_per_frame=statistics.median(seconds) / frames,
+    result = dict(size=size, frames=frames, mode=mode, dtype=dtype, layout=layout, device=device, threads=threads,
+                  chunk=chunk, s_per_frame=statistics.median(seconds) / frames,
                   cpu_s_per_frame=statistics.median(cpu_seconds) / frames, peak_growth_mb=max(peaks))
     if dtype == 'bf16' and mode == 'clip':  # output agreement with fp32 (random weights: codes may flip)
         with torch.no_grad():
@@ -82,6 +85,8 @@ def main():
     parser.add_argument('--frames', type=int, default=2, help='T; every mode also runs 4T frames')
     parser.add_argument('--modes', nargs='+', default=['clip', 'stream'], choices=['clip', 'stream'])
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16'])
+    parser.add_argument('--layouts', nargs='+', default=['nchw'], choices=['nchw', 'cl'],
+                        help='weight memory format: nchw (default) or cl (channels_last)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=3)
@@ -96,21 +101,19 @@ def main():
     import torch
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     lengths = [args.frames] if args.no_4t else [args.frames, 4 * args.frames]
-    print(f'{"size":>5} {"mode":>6} {"dtype":>5} {"T":>3} {"s/frame":>8} {"CPU s/frame":>11} {"peak MB":>8} '
-          f'{"PSNR vs fp32":>12}')
-    for size in args.sizes:
-        for dtype in args.dtypes:
-            for mode in args.modes:
-                for frames in lengths:
-                    config = dict(size=size, frames=frames, mode=mode, dtype=dtype, device=device,
-                                  threads=args.threads, repeats=args.repeats, chunk=args.frames)
-                    r, stderr = run_fresh([__file__, '--child', json.dumps(config)])
-                    if r is None:
-                        print(stderr[-2000:], file=sys.stderr)
-                        continue
-                    psnr = f'{r["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in r else ''
-                    print(f'{size:>5} {mode:>6} {dtype:>5} {frames:>3} {r["s_per_frame"]:>8.2f} '
-                          f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}', flush=True)
+    print(f'{"size":>5} {"mode":>6} {"dtype":>5} {"layout":>6} {"T":>3} {"s/frame":>8} {"CPU s/frame":>11} '
+          f'{"peak MB":>8} {"PSNR vs fp32":>12}')
+    for size, dtype, layout, mode, frames in itertools.product(args.sizes, args.dtypes, args.layouts, args.modes,
+                                                               lengths):
+        config = dict(size=size, frames=frames, mode=mode, dtype=dtype, layout=layout, device=device,
+                      threads=args.threads, repeats=args.repeats, chunk=args.frames)
+        r, stderr = run_fresh([__file__, '--child', json.dumps(config)])
+        if r is None:
+            print(stderr[-2000:], file=sys.stderr)
+            continue
+        psnr = f'{r["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in r else ''
+        print(f'{size:>5} {mode:>6} {dtype:>5} {layout:>6} {frames:>3} {r["s_per_frame"]:>8.2f} '
+              f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}', flush=True)
 
 
 if __name__ == '__main__':
