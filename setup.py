@@ -5,6 +5,7 @@ setup(
     name='vfsr',
     version='0.1.0',
     description='Video face super-resolution (VidFace, KEEP) as a BasicSR plugin',
+    license='Apache-2.0',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
