@@ -22,6 +22,7 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 import vfsr_arch  # noqa: F401  (registers the plugin's networks)
 import vfsr_data  # noqa: F401
 import vfsr_models  # noqa: F401
+from vfsr_arch.checkpoint import CheckpointError
 
 KNOWN_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
 
@@ -114,14 +115,14 @@ def run(root_path: str, is_train: bool) -> None:
     except OptionsError as error:
         print(f'vfsr: error: {error}', file=sys.stderr)
         raise SystemExit(2) from None
-    if is_train:
-        from basicsr.train import train_pipeline
+    from basicsr.test import test_pipeline
+    from basicsr.train import train_pipeline
 
-        train_pipeline(root_path)
-    else:
-        from basicsr.test import test_pipeline
-
-        test_pipeline(root_path)
+    try:
+        (train_pipeline if is_train else test_pipeline)(root_path)
+    except CheckpointError as error:  # a weights file or training state that cannot be used: one line, no traceback
+        print(f'vfsr: error: {error}', file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def train_main() -> None:

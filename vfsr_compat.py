@@ -12,6 +12,7 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | NCCL-only ``init_dist`` and ``torch.cuda.set_device`` on CPU   | :func:`gloo_on_cpu`                  |
 | DDP wrapping passes a CUDA ``device_ids`` on CPU               | :func:`gloo_on_cpu`                  |
 | resume loads states onto ``cuda`` (and is not weights-only safe) | :func:`resume_on_any_device`       |
+| ``load_network`` unpickles and lets PyTorch's raw errors through | :func:`checked_network_loading`      |
 | ``torch.distributed.launch`` passes ``--local-rank``           | :func:`accept_local_rank_dash`       |
 | a kill during ``torch.save`` leaves a truncated checkpoint     | :func:`atomic_checkpoints`           |
 | facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
@@ -128,10 +129,9 @@ def gloo_on_cpu():
 
 
 def resume_on_any_device():
-    """basicsr loads resume states with ``storage.cuda(...)``; load them onto the CPU (the model moves them).
-
-    Training states hold optimizer and scheduler state (e.g. a ``Counter`` of milestones), which the weights-only
-    loader refuses; these files are written by our own trainer, so the full loader is used for them only.
+    """basicsr loads resume states with ``storage.cuda(...)`` and the full unpickler; load them onto the CPU (the
+    model moves them) with ``weights_only=True`` through :mod:`vfsr_arch.checkpoint`. A training state holds only
+    numbers, tensors and plain containers (optimizer and scheduler state dicts, ``iter``, ``epoch``).
     """
     import basicsr.train
     from basicsr.utils import check_resume, scandir
@@ -149,11 +149,32 @@ def resume_on_any_device():
             return None
         if not os.path.isfile(resume_state_path):
             raise FileNotFoundError(f'path.resume_state: no training state at {resume_state_path}')
-        resume_state = torch.load(resume_state_path, map_location='cpu', weights_only=False)
+        from vfsr_arch.checkpoint import read_checkpoint
+
+        resume_state = read_checkpoint(resume_state_path, 'path.resume_state')
         check_resume(opt, resume_state['iter'])
         return resume_state
 
     basicsr.train.load_resume_state = load_resume_state
+
+
+def checked_network_loading():
+    """basicsr's ``load_network`` (``path.pretrain_network_*``, and the networks of a resumed run) lets PyTorch's
+    raw errors through; it loads through :mod:`vfsr_arch.checkpoint` instead: weights only, one-line errors."""
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import get_root_logger
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        from vfsr_arch.checkpoint import load_network_weights
+
+        net = self.get_bare_model(net)
+        option = next((f'path.{key}' for key, value in self.opt['path'].items()
+                       if key.startswith('pretrain_network') and value == load_path), None)
+        get_root_logger().info(f'Loading {type(net).__name__} model from {load_path}, with param key: [{param_key}].')
+        wrapper_keys = (param_key, 'params') if param_key is not None else ()
+        load_network_weights(net, load_path, wrapper_keys=wrapper_keys, what=option, strict=strict)
+
+    BaseModel.load_network = load_network
 
 
 def accept_local_rank_dash():
@@ -254,7 +275,9 @@ def facexlib_offline_any_device():
         model = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se')
         url = 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth'
         path = local_file_only(url, save_dir=model_rootpath)
-        model.load_state_dict(torch.load(path, map_location='cpu', weights_only=True), strict=True)
+        from vfsr_arch.checkpoint import load_network_weights
+
+        load_network_weights(model, path, wrapper_keys=(), what='facexlib arcface weights')
         return model.eval().to(device)
 
     for module in (facexlib.utils, facexlib.alignment, facexlib.assessment, facexlib.detection, facexlib.headpose,
@@ -269,6 +292,7 @@ def apply_all():
     metric_results_on_model_device()
     gloo_on_cpu()
     resume_on_any_device()
+    checked_network_loading()
     accept_local_rank_dash()
     atomic_checkpoints()
     facexlib_without_np_float()

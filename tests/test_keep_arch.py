@@ -15,6 +15,7 @@ from conftest import (
 )
 
 import vfsr_arch  # noqa: F401  (registers the archs)
+from vfsr_arch.checkpoint import CheckpointError
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.kalman_filter import KalmanFilter
 
@@ -247,12 +248,16 @@ def test_missing_weights_name_the_file_and_the_release():
         build(flownet_path='nowhere/gmflow.pth')
 
 
-def test_checkpoint_of_the_other_variant_is_named():
-    asian_like = {f'cft.{size}.scale.0.bias': torch.zeros(1) for size in VARIANT_CFT['KEEP-Asian']}
-    with pytest.raises(ValueError, match=r"KEEP-Asian.*cft_list: \['32', '64', '128', '256'\]"):
-        build().load_state_dict(asian_like)
-    with pytest.raises(ValueError, match=r"cft_list: \['16', '32'\]"):
-        build().load_state_dict(build(cft_list=['16', '32']).state_dict())
+def test_checkpoint_of_the_other_variant_names_the_option(tmp_path):
+    torch.save({'params_ema': build(cft_list=['16', '32']).state_dict()}, tmp_path / 'other.pth')
+    with pytest.raises(CheckpointError, match=r"a KEEP checkpoint of a different configuration: build the network "
+                                              r"with cft_list: \['16', '32'\] instead of \['8', '16', '32'\]$"):
+        build().load_checkpoint(tmp_path / 'other.pth')
+    asian = {key: value for key, value in build().state_dict().items() if not key.startswith('cft.')}
+    asian.update({f'cft.{size}.scale.0.bias': torch.zeros(1) for size in VARIANT_CFT['KEEP-Asian']})
+    torch.save(asian, tmp_path / 'asian.pth')
+    with pytest.raises(CheckpointError, match=r"cft_list: \['32', '64', '128', '256'\] \(the released KEEP-Asian\)"):
+        build().load_checkpoint(tmp_path / 'asian.pth')
     build().load_state_dict(build(cft_list=['16', '32']).state_dict(), strict=False)  # e.g. stage 2 -> stage 3
 
 

@@ -38,6 +38,7 @@ from basicsr.archs.spynet_arch import SpyNet
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.codeformer_arch import CodePrediction, SFTFusionBlock, check_latent_size, check_resolution_lists
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.gmflow_arch import GMFlow
@@ -50,7 +51,6 @@ from vfsr_arch.vqgan_arch import (
     channels_per_resolution,
     encoder_fuse_indices,
     generator_fuse_indices,
-    load_weights,
 )
 
 KEEP_RELEASES = 'https://github.com/jnjaby/KEEP/releases (KEEP-b76feb75.pth, KEEP_Asian-4765ebe0.pth)'
@@ -75,7 +75,7 @@ class FrozenFlowEstimator(nn.Module):
         super().__init__()
         self.model = model
         if weights_path is not None:
-            load_weights(self.model, weights_path, wrapper_keys=wrapper_keys, published_at=published_at)
+            load_network_weights(self.model, weights_path, wrapper_keys=wrapper_keys, published_at=published_at)
         self.requires_grad_(False)
         self.train(False)
 
@@ -405,30 +405,31 @@ class KEEP(nn.Module, CodePrediction):
     def load_checkpoint(self, path) -> None:
         """Load an official (or vfsr) KEEP checkpoint with ``strict=True``: a state_dict, possibly under
         ``params_ema`` / ``params`` / ``model``. Never downloads; a missing file names where to get it."""
-        load_weights(self, path, wrapper_keys=('params_ema', 'params', 'model'), published_at=KEEP_RELEASES)
+        load_network_weights(self, path, wrapper_keys=('params_ema', 'params', 'model'), published_at=KEEP_RELEASES,
+                             what='KEEP checkpoint')
 
-    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, with a clear error when a strict load gets the other KEEP variant."""
-        if strict:
-            self._check_variant(state_dict)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def _check_variant(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        checkpoint_cft = sorted({key.split('.')[1] for key in state_dict if key.startswith('cft.')}, key=int)
-        built_cft = sorted(self.cft_list, key=int)
-        if checkpoint_cft == built_cft:
-            return
-        variant = next((name for name, sizes in RELEASED_VARIANTS.items() if sorted(sizes, key=int) == checkpoint_cft),
-                       'a KEEP checkpoint')
-        raise ValueError(f'the checkpoint is {variant} with CFT at cft_list {checkpoint_cft}, but this network was '
-                         f'built with cft_list {built_cft}: build it with cft_list: {checkpoint_cft}')
+    def checkpoint_configuration_hint(self, state_dict: Mapping[str, torch.Tensor]) -> str | None:
+        """For :mod:`vfsr_arch.checkpoint`: the ``cft_list`` / ``cfa_list`` a KEEP checkpoint needs (e.g. KEEP vs
+        KEEP-Asian), or None when those agree or the file is not a KEEP checkpoint at all."""
+        if not any(key.startswith('kalman_filter.') for key in state_dict):
+            return None
+        changes = []
+        for option, built in (('cft_list', self.cft_list), ('cfa_list', self.cfa_list)):
+            prefix = option[:3] + '.'
+            in_file = sorted({key.split('.')[1] for key in state_dict if key.startswith(prefix)}, key=int)
+            if in_file != sorted(built, key=int):
+                variant = next((f' (the released {name})' for name, sizes in RELEASED_VARIANTS.items()
+                                if option == 'cft_list' and sorted(sizes, key=int) == in_file), '')
+                changes.append(f'{option}: {in_file}{variant} instead of {sorted(built, key=int)}')
+        return f'build the network with {"; ".join(changes)}' if changes else None
 
     def _load_vqgan(self, path) -> None:
         """Load a stage-1 VQAutoEncoder checkpoint: its encoder into ``encoder`` and ``hq_encoder``, its quantizer
         and generator."""
         vqgan = nn.Module()
         vqgan.encoder, vqgan.quantize, vqgan.generator = self.encoder, self.quantize, self.generator
-        load_weights(vqgan, path, published_at=f'{CODEFORMER_RELEASES} (vqgan_code1024.pth), or train stage 1')
+        load_network_weights(vqgan, path, published_at=f'{CODEFORMER_RELEASES} (vqgan_code1024.pth), or train stage 1',
+                             what='vqgan_path')
         self.hq_encoder.load_state_dict(self.encoder.state_dict())
 
     # ----------------------------------------------------------------------------------------------- validation

@@ -2,8 +2,8 @@
 
 Shared building blocks, imported by ``codeformer_arch`` and ``keep_arch``: :class:`ResBlock`, :class:`AttnBlock`,
 :class:`Encoder`, :class:`VectorQuantizer`, :class:`Generator`, the layout tables derived from the configuration
-(:func:`channels_per_resolution`, :func:`encoder_fuse_indices`, :func:`generator_fuse_indices`) and
-:func:`load_weights`.
+(:func:`channels_per_resolution`, :func:`encoder_fuse_indices`, :func:`generator_fuse_indices`). Weights load
+through :mod:`vfsr_arch.checkpoint`.
 
 State-dict keys and shapes follow the official release (``sczhou/CodeFormer`` ``basicsr/archs/vqgan_arch.py``), so
 official checkpoints load with ``strict=True``. The encoder and the generator are flat ``blocks`` lists whose layout
@@ -11,13 +11,17 @@ has one source, :func:`encoder_layout` / :func:`generator_layout`; the skip-fusi
 CodeFormer and KEEP hard-code for the 512 configuration are derived from the same layout for any configuration.
 """
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
+
+from vfsr_arch.checkpoint import load_network_weights
+
+# The former name, still imported by vfsr_restore.face_detection; new code imports vfsr_arch.checkpoint.
+load_weights = load_network_weights
 
 CODEFORMER_RELEASES = 'https://github.com/sczhou/CodeFormer/releases'
 
@@ -353,22 +357,6 @@ class GumbelQuantizer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ------------------------------------------------------------------------------------------------------------------
-def load_weights(module: nn.Module, model_path, wrapper_keys: Sequence[str] = ('params_ema', 'params'),
-                 published_at: str = CODEFORMER_RELEASES) -> None:
-    """Load ``model_path`` into ``module`` with ``strict=True``. The file holds a plain state_dict or one wrapped
-    under the first present of ``wrapper_keys`` (BasicSR's ``params_ema`` / ``params``). Never downloads."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise FileNotFoundError(f'weights file {path} not found; the official weights are published at '
-                                f'{published_at} (download them yourself, vfsr never downloads)')
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    state_dict = next((checkpoint[key] for key in wrapper_keys if key in checkpoint), checkpoint)
-    module.load_state_dict(state_dict, strict=True)
-
-
-# ------------------------------------------------------------------------------------------------------------------
 # Registered networks
 # ------------------------------------------------------------------------------------------------------------------
 @ARCH_REGISTRY.register()
@@ -406,7 +394,7 @@ class VQAutoEncoder(nn.Module):
         self.fuse_generator_block = generator_fuse_indices(img_size, nf, ch_mult, res_blocks, attn_resolutions)
 
         if model_path is not None:
-            load_weights(self, model_path)
+            load_network_weights(self, model_path, published_at=CODEFORMER_RELEASES)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict]:
         quant, codebook_loss, quant_stats = self.quantize(self.encoder(x))
@@ -433,7 +421,7 @@ class VQGANDiscriminator(nn.Module):
         self.main = nn.Sequential(*layers)
 
         if model_path is not None:
-            load_weights(self, model_path, wrapper_keys=('params_d', 'params'))
+            load_network_weights(self, model_path, wrapper_keys=('params_d', 'params'))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)

@@ -1,0 +1,164 @@
+"""The one loader of every checkpoint vfsr reads: network weights, training states, LPIPS and facexlib weights.
+
+Files are read with ``torch.load(weights_only=True)`` only: nothing is ever unpickled. When a file cannot be used,
+:class:`CheckpointError` says in one line which case it is:
+
+* the file is missing (:class:`MissingCheckpointError`, also a ``FileNotFoundError``), naming where it is published;
+* it is not a PyTorch checkpoint (not written by ``torch.save``, truncated, a plain pickle);
+* it contains pickled code or objects (classes, functions): refused, naming them;
+* it holds no network weights (e.g. a training state given as ``pretrain_network_g``);
+* it is a checkpoint of a different network: how many keys are missing and unexpected, with examples;
+* it is the right network built with a different configuration: which option to change.
+
+A network takes part in the last two cases through two optional methods:
+``upgrade_checkpoint(state_dict) -> state_dict`` renames keys of older checkpoints (e.g. ``Discriminator3D``), and
+``checkpoint_configuration_hint(state_dict) -> str | None`` names the option a checkpoint of the same network needs
+(e.g. KEEP's ``cft_list``).
+
+Usage::
+
+    load_network_weights(net, 'weights/KEEP/KEEP-b76feb75.pth', wrapper_keys=('params_ema', 'params'))
+    state = read_checkpoint('experiments/x/training_states/8.state', 'training state')
+"""
+import pickletools
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# BasicSR saves networks under these keys; official releases add 'model' (GMFlow) or none at all.
+DEFAULT_WRAPPER_KEYS = ('params_ema', 'params')
+EXAMPLES = 3
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used; the message is one line naming the file and the reason."""
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A checkpoint file does not exist; vfsr never downloads one."""
+
+
+def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = None) -> dict:
+    """The dict saved in ``path`` (tensors, numbers, strings and plain containers), loaded on the CPU with
+    ``weights_only=True``. ``what`` names the file in errors (e.g. ``'path.pretrain_network_g'``)."""
+    path = Path(path)
+    label = f'{what} {str(path)!r}'
+    if not path.is_file():
+        where = f'; it is published at {published_at} (download it yourself, vfsr never downloads)' if published_at \
+            else ''
+        raise MissingCheckpointError(f'{label}: file not found{where}')
+    try:
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # noqa: BLE001 (torch raises many types; each is explained below, never re-tried unsafely)
+        raise CheckpointError(f'{label}: {why_unreadable(path)}') from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{label}: holds a {type(checkpoint).__name__}, not a dict of tensors')
+    return checkpoint
+
+
+def why_unreadable(path: Path) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, found by reading the pickle opcodes (never running them)."""
+    if zipfile.is_zipfile(path):
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 (a zip archive that torch cannot read: not torch.save's layout)
+            return 'not a PyTorch checkpoint (a zip archive that torch.save did not write, or a damaged one)'
+        if unsafe:
+            return refused(unsafe)
+        return 'not a readable PyTorch checkpoint (the archive is damaged or written by an incompatible torch)'
+    globals_used = pickled_globals(path)
+    if globals_used is None:
+        return 'not a PyTorch checkpoint (neither a torch.save archive nor a pickle; truncated or another format?)'
+    if globals_used:
+        return refused(globals_used)
+    return 'not a PyTorch checkpoint (a plain pickle that torch.save did not write)'
+
+
+def refused(names: Sequence[str]) -> str:
+    shown = ', '.join(sorted(set(names))[:EXAMPLES])
+    return (f'contains pickled code or objects ({shown}); refused, vfsr loads only tensors and plain containers '
+            '(save the state_dict of the network instead)')
+
+
+def pickled_globals(path: Path) -> list[str] | None:
+    """The classes/functions named by the first pickle in ``path`` (without executing it); None if no pickle."""
+    names, strings = [], []
+    try:
+        with open(path, 'rb') as stream:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name in ('GLOBAL', 'INST'):
+                    names.append(str(arg).replace(' ', '.'))
+                elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    names.append(f'{strings[-2]}.{strings[-1]}')
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 (pickletools raises ValueError/EOFError/... on anything that is not a pickle)
+        return None
+    return names
+
+
+def network_state_dict(checkpoint: Mapping, wrapper_keys: Sequence[str], label: str) -> dict:
+    """The state_dict under the first present of ``wrapper_keys``, else the checkpoint itself; ``module.`` prefixes
+    (DataParallel) are removed."""
+    state_dict = next((checkpoint[key] for key in wrapper_keys if key in checkpoint), checkpoint)
+    if not isinstance(state_dict, Mapping) or not state_dict or \
+            not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
+        keys = ', '.join(map(str, list(checkpoint)[:6]))
+        expected = f' or one under {"/".join(wrapper_keys)}' if wrapper_keys else ''
+        raise CheckpointError(f'{label}: holds no network weights (top-level keys: {keys}); expected a state_dict'
+                              f'{expected}')
+    return {key.removeprefix('module.'): value for key, value in state_dict.items()}
+
+
+def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], label: str) -> None:
+    """Raise :class:`CheckpointError` unless ``state_dict`` has exactly the keys and shapes of ``module``."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    resized = [key for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
+    if not (missing or unexpected or resized):
+        return
+    network = type(module).__name__
+    hint_of = getattr(module, 'checkpoint_configuration_hint', None)
+    hint = hint_of(state_dict) if hint_of is not None else None
+    if hint:
+        raise CheckpointError(f'{label}: a {network} checkpoint of a different configuration: {hint}')
+    if not (missing or unexpected):
+        key = resized[0]
+        raise CheckpointError(
+            f'{label}: a {network} checkpoint of a different configuration: {len(resized)} tensors differ in shape, '
+            f'e.g. {key} is {tuple(state_dict[key].shape)} in the file and {tuple(expected[key].shape)} here; set '
+            f'the size options of {network} (channels, codebook, depth, ...) to those it was trained with')
+    differences = (f'{len(missing)} of its {len(expected)} keys are missing{examples(missing)} and '
+                   f'{len(unexpected)} are unexpected{examples(unexpected)}')
+    if top_level_names(expected) == top_level_names(state_dict):
+        raise CheckpointError(f'{label}: a {network} checkpoint of a different configuration (the same submodules, '
+                              f'other layer counts or lists): {differences}')
+    raise CheckpointError(f'{label}: a checkpoint of a different network, not {network}: {differences}')
+
+
+def examples(keys: Sequence[str]) -> str:
+    return f' ({", ".join(keys[:EXAMPLES])}{", ..." if len(keys) > EXAMPLES else ""})' if keys else ''
+
+
+def top_level_names(keys) -> set[str]:
+    return {key.split('.')[0] for key in keys}
+
+
+def load_network_weights(module: nn.Module, path, wrapper_keys: Sequence[str] = DEFAULT_WRAPPER_KEYS,
+                         published_at: str | None = None, what: str | None = None, strict: bool = True) -> None:
+    """Load the weights in ``path`` into ``module``: a plain state_dict or one under the first present of
+    ``wrapper_keys``. With ``strict`` (the default) keys and shapes must match exactly, else the one-line
+    :class:`CheckpointError` says whether the file belongs to another network or another configuration."""
+    label = f'{what or f"{type(module).__name__} weights"} {str(path)!r}'
+    state_dict = network_state_dict(read_checkpoint(path, what or f'{type(module).__name__} weights', published_at),
+                                    wrapper_keys, label)
+    upgrade = getattr(module, 'upgrade_checkpoint', None)
+    if upgrade is not None:
+        state_dict = upgrade(state_dict)
+    if strict:
+        check_state_dict(module, state_dict, label)
+    module.load_state_dict(state_dict, strict=strict)
