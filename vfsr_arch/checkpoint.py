@@ -47,8 +47,7 @@ def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = N
     path = Path(path)
     label = f'{what} {str(path)!r}'
     if not path.is_file():
-        where = f'; it is published at {published_at} (download it yourself, vfsr never downloads)' if published_at \
-            else ''
+        where = f'; where to get it: {published_at} (vfsr never downloads)' if published_at else ''
         raise MissingCheckpointError(f'{label}: file not found{where}')
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)

@@ -7,12 +7,13 @@ channels, squared difference, a learned 1x1 linear head per depth, spatial mean,
 training losses. Nothing is downloaded: the trunk's and the heads' weight files come from paths in the options.
 """
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
+
+from vfsr_arch.checkpoint import read_checkpoint
 
 VGG_WEIGHTS_HELP = ("torchvision's ImageNet VGG16 weights 'vgg16-397923af.pth' "
                     '(https://download.pytorch.org/models/vgg16-397923af.pth)')
@@ -55,14 +56,6 @@ LPIPS_TRUNKS = {
 }
 
 
-def load_weights_file(path, help_text: str) -> dict:
-    """``torch.load`` a state_dict with ``weights_only=True``, or raise naming the file and where to get it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'LPIPS weights file not found: {path}. It should be {help_text}.')
-    return torch.load(path, map_location='cpu', weights_only=True)
-
-
 class LPIPSTrunk(nn.Module):
     """torchvision's VGG16 (``net='vgg'``) or AlexNet (``net='alex'``) convolutional layers, cut into the five LPIPS
     slices, with the ImageNet weights of ``weights_path``."""
@@ -74,7 +67,7 @@ class LPIPSTrunk(nn.Module):
         spec = LPIPS_TRUNKS[net]
         # The feature layers only: the classifiers (120M parameters for VGG16) are never used.
         features = spec.build_features()
-        state = load_weights_file(weights_path, spec.weights_help)
+        state = read_checkpoint(weights_path, f'LPIPS {spec.name} weights', published_at=spec.weights_help)
         trunk_state = {k[len('features.'):]: v for k, v in state.items() if k.startswith('features.')}
         missing = sorted(set(features.state_dict()) - set(trunk_state))
         if missing:
@@ -125,7 +118,7 @@ class LPIPSDistance(nn.Module):
         self.lins = nn.ModuleList(LinearHead(c) for c in LPIPS_TRUNKS[net].slice_channels)
         heads_help = LINEAR_WEIGHTS_HELP.format(net=net)
         lpips_weights_path = lpips_weights_path or f'weights/LPIPS/{net}.pth'
-        linear_state = load_weights_file(lpips_weights_path, heads_help)
+        linear_state = read_checkpoint(lpips_weights_path, 'LPIPS linear heads', published_at=heads_help)
         head_keys = [f'lin{i}.model.1.weight' for i in range(len(self.lins))]
         missing = [key for key in head_keys if key not in linear_state]
         if missing:
