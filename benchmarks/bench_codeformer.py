@@ -3,7 +3,9 @@
 Each configuration runs in a fresh process: 1 warm-up, then the median of ``--runs`` forwards. CPU peak memory is
 the growth of the process's peak RSS over its RSS after building the model and the input; CUDA peak memory is
 ``torch.cuda.max_memory_allocated`` above the allocation before the forward. bf16 rows also give the PSNR of the
-output against float32 (images in [-1, 1], so the peak-to-peak range is 2).
+output against float32 (images in [-1, 1], so the peak-to-peak range is 2). The warm-up counts the work
+(FlopCounterMode); the machine's limits for the dtype are measured right before and after the timed runs and the
+achieved rate is printed as a fraction of them (a loaded machine changes it much less than the seconds).
 
     python benchmarks/bench_codeformer.py                 # 512x512, CPU fp32 + bf16, CUDA when available
     python benchmarks/bench_codeformer.py --size 256 --runs 3 --threads 2
@@ -17,7 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import memory_in_use_mb, peak_memory_mb, run_fresh, timed_runs  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    format_speed,
+    machine_description,
+    memory_in_use_mb,
+    peak_memory_mb,
+    run_fresh,
+    speed_report,
+    timed_runs_against_limits,
+)
 
 OFFICIAL_FP32_2_THREADS_S = 5.40  # official CodeFormer, 512x512, this machine type (../shared/README.md)
 
@@ -54,11 +64,13 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_mb = memory_in_use_mb(device)
-    (out, codes), times, cpu_times = timed_runs(forward, runs)
+    (out, codes), times, cpu_times, against = timed_runs_against_limits(forward, runs, device, dtype)
     peak_mb = peak_memory_mb(device) - base_mb
     result = dict(device=device, dtype=dtype, layout=layout, size=size, threads=threads,
                   median_s=statistics.median(times), times_s=times,
-                  cpu_s_per_thread=statistics.median(cpu_times) / threads, peak_mb=peak_mb)
+                  cpu_s_per_thread=statistics.median(cpu_times) / threads, peak_mb=peak_mb,
+                  limits_gflop_per_s=against['limits'],
+                  **speed_report(against['work']['total'], statistics.median(times), against['limits']))
     if dtype != 'fp32':
         with torch.no_grad():
             reference, reference_logits, _ = model(x.float(), w=fidelity, adain=True)
@@ -86,11 +98,15 @@ def main():
     import torch
     cuda_configs = ['cuda:fp32:nchw', 'cuda:bf16:cl', 'cuda:fp16:cl'] if torch.cuda.is_available() else []
     configs = args.configs or ['cpu:fp32:nchw', 'cpu:fp32:cl', 'cpu:bf16:cl'] + cuda_configs
+    torch.set_num_threads(args.threads)
     print(f'CodeFormer {args.size}x{args.size}, w={args.w}, adain, {args.threads} CPU threads, median of {args.runs}')
+    print(f'CPU: {machine_description("cpu")}' + (f'; GPU: {machine_description("cuda")}' if cuda_configs else ''))
+    print('work (FlopCounterMode), rate, fraction of the limits measured in the same process right before and after '
+          '(torch.mm and a 3x3 channels_last convolution in the same dtype)')
     print(f'official fp32 reference: {OFFICIAL_FP32_2_THREADS_S:.2f} s (512x512, 2 threads)')
     print('cpu s/thread: process CPU time per thread, a load-independent estimate when the machine is shared')
     print(f'{"device":6} {"dtype":5} {"layout":6} {"median s":>9} {"cpu s/thread":>12} {"peak MB":>8} '
-          f'{"PSNR vs fp32":>13} {"codes = fp32":>12}')
+          f'{"PSNR vs fp32":>13} {"codes = fp32":>12}  work / rate / fraction (limits GFLOP/s mm, conv)')
     for config in configs:
         row, stderr = run_fresh([__file__, '--single', config, '--size', str(args.size), '--runs', str(args.runs),
                                  '--threads', str(args.threads), '--w', str(args.w)])
@@ -99,7 +115,8 @@ def main():
         psnr = f'{row["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in row else ''
         codes = f'{100 * row["codes_equal"]:.1f} %' if 'codes_equal' in row else ''
         print(f'{row["device"]:6} {row["dtype"]:5} {row["layout"]:6} {row["median_s"]:9.3f} '
-              f'{row["cpu_s_per_thread"]:12.3f} {row["peak_mb"]:8.0f} {psnr:>13} {codes:>12}', flush=True)
+              f'{row["cpu_s_per_thread"]:12.3f} {row["peak_mb"]:8.0f} {psnr:>13} {codes:>12}  {format_speed(row)} '
+              f'({row["limits_gflop_per_s"]["matmul"]:.0f}, {row["limits_gflop_per_s"]["conv3x3"]:.0f})', flush=True)
 
 
 if __name__ == '__main__':

@@ -3,7 +3,10 @@
 Every measurement runs in a fresh process (so peak memory is its own): build KEEP with the official widths
 (``inference_keep.py`` 'KEEP', random weights) at ``img_size`` = --sizes (the latent grid follows the size), one
 warm-up run, then the median of --repeats runs under ``torch.no_grad()``: wall seconds per frame, and CPU seconds
-per frame (all threads; less sensitive to other processes on a shared machine). Memory is the peak growth during a run:
+per frame (all threads; less sensitive to other processes on a shared machine). The warm-up counts the work
+(FlopCounterMode); the machine's limits for the dtype (``torch.mm`` and a 3x3 convolution) are measured right before
+and after the timed runs, and the achieved GFLOP/s is given as a fraction of them, which a loaded machine changes
+much less than the seconds. Memory is the peak growth during a run:
 resident-set high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set before it on CPU,
 ``torch.cuda.max_memory_allocated`` growth on CUDA.
 
@@ -25,7 +28,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import memory_in_use_mb, peak_memory_mb, reset_peak_memory, run_fresh  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    between_rooflines,
+    count_flops,
+    format_speed,
+    machine_description,
+    memory_in_use_mb,
+    peak_memory_mb,
+    reset_peak_memory,
+    run_fresh,
+    speed_report,
+)
 
 OFFICIAL_KEEP = dict(emb_dim=256, dim_embd=512, n_head=8, n_layers=9, codebook_size=1024, cft_list=['16', '32', '64'],
                      kalman_attn_head_dim=48, num_uncertainty_layers=3, cfa_list=['16', '32'], cfa_nhead=4,
@@ -57,20 +70,28 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
             torch.cuda.synchronize()
         return out
 
-    reference = run()  # warm-up
-    seconds, cpu_seconds, peaks = [], [], []
-    for _ in range(repeats):
-        reset_peak_memory(device)
-        before = memory_in_use_mb(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        out = run()
-        seconds.append(time.perf_counter() - start)
-        cpu_seconds.append(time.process_time() - start_cpu)
-        peaks.append(peak_memory_mb(device) - before)
-        del out
+    reference, work = count_flops(run)  # the warm-up, counting the work
+
+    def timed_runs():
+        seconds, cpu_seconds, peaks = [], [], []
+        for _ in range(repeats):
+            reset_peak_memory(device)
+            before = memory_in_use_mb(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            out = run()
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - start_cpu)
+            peaks.append(peak_memory_mb(device) - before)
+            del out
+        return seconds, cpu_seconds, peaks
+
+    (seconds, cpu_seconds, peaks), limits = between_rooflines(timed_runs, device, dtype)
+    s_per_frame = statistics.median(seconds) / frames
     result = dict(size=size, frames=frames, mode=mode, dtype=dtype, layout=layout, device=device, threads=threads,
-                  chunk=chunk, s_per_frame=statistics.median(seconds) / frames,
-                  cpu_s_per_frame=statistics.median(cpu_seconds) / frames, peak_growth_mb=max(peaks))
+                  chunk=chunk, s_per_frame=s_per_frame, cpu_s_per_frame=statistics.median(cpu_seconds) / frames,
+                  peak_growth_mb=max(peaks), limits_gflop_per_s=limits,
+                  conv_share=work.get('convolution', 0) / work['total'],
+                  **speed_report(work['total'] / frames, s_per_frame, limits))
     if dtype == 'bf16' and mode == 'clip':  # output agreement with fp32 (random weights: codes may flip)
         with torch.no_grad():
             fp32 = net(clip, need_upscale=False)
@@ -100,9 +121,13 @@ def main():
 
     import torch
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    torch.set_num_threads(args.threads)
     lengths = [args.frames] if args.no_4t else [args.frames, 4 * args.frames]
+    print(f'KEEP on {machine_description(device)}')
+    print('work per frame (FlopCounterMode), achieved rate, and its fraction of the limits measured in the same '
+          'process right before and after: torch.mm and a 3x3 channels_last convolution in the same dtype')
     print(f'{"size":>5} {"mode":>6} {"dtype":>5} {"layout":>6} {"T":>3} {"s/frame":>8} {"CPU s/frame":>11} '
-          f'{"peak MB":>8} {"PSNR vs fp32":>12}')
+          f'{"peak MB":>8} {"PSNR vs fp32":>12}  work per frame / rate / fraction of the limits (GFLOP/s mm, conv)')
     for size, dtype, layout, mode, frames in itertools.product(args.sizes, args.dtypes, args.layouts, args.modes,
                                                                lengths):
         config = dict(size=size, frames=frames, mode=mode, dtype=dtype, layout=layout, device=device,
@@ -113,7 +138,8 @@ def main():
             continue
         psnr = f'{r["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in r else ''
         print(f'{size:>5} {mode:>6} {dtype:>5} {layout:>6} {frames:>3} {r["s_per_frame"]:>8.2f} '
-              f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}', flush=True)
+              f'{r["cpu_s_per_frame"]:>11.2f} {r["peak_growth_mb"]:>8.0f} {psnr:>12}  {format_speed(r)} '
+              f'({r["limits_gflop_per_s"]["matmul"]:.0f}, {r["limits_gflop_per_s"]["conv3x3"]:.0f})', flush=True)
 
 
 if __name__ == '__main__':

@@ -18,9 +18,11 @@ Precisions: ``fp32`` and ``bf16`` (``torch.autocast``, CPU or CUDA). For VidFace
 PSNR of the bf16 output against the fp32 output of the same network and input (images mapped from [-1, 1] to [0, 1]).
 EDVR has no bf16 run on CPU: torchvision's ``deform_conv2d`` has no bf16 CPU kernel.
 
-Besides wall-clock time the table gives ``cpu s``: the process's CPU time per run divided by the thread count. On a
-machine shared with other work the wall time grows with the load; ``cpu s`` much less so (it is close to the wall
-time on an idle machine). The 1-minute load average before each case is printed too.
+The warm-up counts the work (FlopCounterMode, CPU attention included); the machine's limits for the precision
+(``torch.mm``, a 3x3 convolution) are measured right before and after the timed runs, and the achieved rate is given
+as a fraction of them. Besides wall-clock time the table gives ``cpu s``: the process's CPU time per run divided by
+the thread count. On a machine shared with other work the wall time grows with the load; ``cpu s`` much less so (it
+is close to the wall time on an idle machine). The 1-minute load average before each case is printed too.
 
 The training step (batch 4) is the official one: AdamW (lr 4e-4, betas (0.9, 0.99)), Charbonnier (sum, eps 1e-12)
 over all snapshots plus the reference snapshot again, smooth-L1 (sum) landmark loss weighted 1, 2, ... per
@@ -47,7 +49,15 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from basicsr.archs.edvr_arch import EDVR  # noqa: E402
 
-from benchmarks.harness import memory_in_use_mb, peak_memory_mb, run_fresh, timed_runs  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    format_speed,
+    machine_description,
+    memory_in_use_mb,
+    peak_memory_mb,
+    run_fresh,
+    speed_report,
+    timed_runs_against_limits,
+)
 from vfsr_arch.vidface_arch import VidFace  # noqa: E402
 
 NUM_FRAMES, LR_SIZE, REFERENCE = 7, (16, 12), 3
@@ -133,10 +143,11 @@ def run_case(case: dict) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     base_memory = memory_in_use_mb(device.type)
-    _, times, cpu_times = timed_runs(step, case['runs'])
+    _, times, cpu_times, against = timed_runs_against_limits(step, case['runs'], device.type, case['precision'])
     peak = peak_memory_mb(device.type) - base_memory
     result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times),
-                  cpu_s=statistics.median(cpu_times) / case['threads'], peak_mb=peak)
+                  cpu_s=statistics.median(cpu_times) / case['threads'], peak_mb=peak,
+                  **speed_report(against['work']['total'], statistics.median(times), against['limits']))
 
     if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
         with torch.no_grad():
@@ -183,11 +194,15 @@ def main():
         print(json.dumps(run_case(json.loads(args.case))))
         return
 
+    torch.set_num_threads(args.threads)
+    print(f'{machine_description(args.device)}; work (FlopCounterMode; EDVR\'s deformable convolutions are not '
+          f'counted) and its fraction of the limits measured in the same process right before and after (torch.mm, '
+          f'3x3 convolution, same dtype)')
     print(f'device {args.device}, {args.threads} threads, torch {torch.__version__}; '
           f'median of {args.runs} forward / {args.train_runs} training runs after 1 warm-up, each case in a fresh '
           f'process')
     header = f'{"network":<12} {"params":>10} {"mode":<8} {"batch":>5} {"prec":<5} {"median s":>9} {"min s":>8} ' \
-             f'{"cpu s":>7} {"peak MB":>8} {"load":>5}  notes'
+             f'{"cpu s":>7} {"peak MB":>8} {"load":>5}  {"work / rate / fraction of the limits":<56} notes'
     print(header)
     print('-' * len(header))
     for case in cases(args):
@@ -200,7 +215,7 @@ def main():
         notes = f'PSNR vs fp32 {result["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in result else ''
         print(f'{result["net"]:<12} {result["params"]:>10,} {result["mode"]:<8} {result["batch"]:>5} '
               f'{result["precision"]:<5} {result["median_s"]:>9.3f} {result["min_s"]:>8.3f} {result["cpu_s"]:>7.3f} '
-              f'{result["peak_mb"]:>8.0f} {load:>5.1f}  {notes}', flush=True)
+              f'{result["peak_mb"]:>8.0f} {load:>5.1f}  {format_speed(result)}  {notes}', flush=True)
 
 
 if __name__ == '__main__':

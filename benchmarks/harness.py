@@ -1,5 +1,7 @@
 """What the benchmark scripts share: one measurement per fresh Python process (so its peak memory is its own), timing
-after one warm-up call, and the memory a process uses (CUDA allocations, or its resident set from /proc)."""
+after one warm-up call, the memory a process uses (CUDA allocations, or its resident set from /proc), and the hardware
+limit: the machine (CPU model and ISA, or GPU), its matmul and 3x3-convolution rooflines for the dtype at hand, the work
+of a forward (FlopCounterMode, CPU attention included) and the fraction of the limit a network reaches."""
 import json
 import subprocess
 import sys
@@ -17,10 +19,11 @@ def run_fresh(args: list[str], **kwargs) -> tuple[dict | None, str]:
     return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
 
 
-def timed_runs(function: Callable[[int], object], runs: int) -> tuple[object, list[float], list[float]]:
-    """Call ``function(index)`` for index 0 (the warm-up) to ``runs``: the warm-up's result, and the wall and process
-    CPU seconds (all threads) of each later call."""
-    warm_up = function(0)
+def timed_runs(function: Callable[[int], object], runs: int,
+               warm_up: bool = True) -> tuple[object, list[float], list[float]]:
+    """Call ``function(index)`` for index 0 (the warm-up; skipped with ``warm_up=False``, then None) to ``runs``: the
+    warm-up's result, and the wall and process CPU seconds (all threads) of each later call."""
+    warm_up = function(0) if warm_up else None
     wall_seconds, cpu_seconds = [], []
     for index in range(1, runs + 1):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -63,3 +66,128 @@ def reset_peak_memory(device: str):
         torch.cuda.reset_peak_memory_stats()
     else:
         Path('/proc/self/clear_refs').write_text('5')  # resets the resident high-water mark
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The hardware limit: what this machine does at best, measured in the same process as the network, and the work of
+# a forward. A figure as a fraction of the limit means the same on a loaded machine and an idle one (both slow down).
+# ------------------------------------------------------------------------------------------------------------------
+DTYPES = {'fp32': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}
+CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16')
+
+
+def machine_description(device: str) -> str:
+    """The GPU's name, or the CPU model with the ISA flags that decide the fast paths (and torch's threads)."""
+    import torch
+    if device == 'cuda':
+        return f'{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})'
+    model, flags = 'unknown CPU', set()
+    cpuinfo = Path('/proc/cpuinfo')
+    for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []):
+        key, _, value = line.partition(':')
+        if key.strip() == 'model name':
+            model = value.strip()
+        elif key.strip() == 'flags':
+            flags = set(value.split())
+    present = [flag for flag in CPU_FLAGS_OF_INTEREST if flag in flags] or ['none of ' + '/'.join(
+        CPU_FLAGS_OF_INTEREST)]
+    return (f'{model}; {" ".join(present)}; torch {torch.__version__} CPU capability '
+            f'{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads')
+
+
+def _best_rate(run: Callable[[], object], flop: float, device: str, repeats: int) -> float:
+    """GFLOP/s of the fastest of ``repeats`` calls of ``run`` (after one warm-up): the machine's best, so a
+    momentary load on a shared machine shows as a lower fraction only if it lasts through all repeats."""
+    import torch
+    run()
+    best = float('inf')
+    for _ in range(repeats):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return flop / best / 1e9
+
+
+def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
+    """The limits for ``dtype`` ('fp32', 'bf16', 'fp16') on ``device``, in GFLOP/s: ``matmul`` (``torch.mm`` of
+    square matrices, 4096 on CUDA and for the low precisions on CPU, 2048 for fp32 on CPU to keep it short) and
+    ``conv3x3`` (a 256 -> 256 channel 3x3 convolution on a 64x64 channels_last map, batch 2: KEEP's typical layer)."""
+    import torch
+    import torch.nn.functional as F
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    size = 2048 if device == 'cpu' and dtype == 'fp32' else 4096
+    a, b = (torch.randn(size, size, device=device, dtype=torch_dtype) for _ in range(2))
+    x = torch.randn(2, 256, 64, 64, device=device, dtype=torch_dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(256, 256, 3, 3, device=device, dtype=torch_dtype).contiguous(
+        memory_format=torch.channels_last)
+    with torch.no_grad():
+        matmul = _best_rate(lambda: torch.mm(a, b), 2 * size**3, device, repeats)
+        conv = _best_rate(lambda: F.conv2d(x, weight, padding=1), 2 * x.numel() * 256 * 9, device, repeats)
+    return {'matmul': matmul, 'conv3x3': conv}
+
+
+def _register_cpu_attention_flops() -> None:
+    """FlopCounterMode has no formula for the CPU flash-attention kernels that ``F.scaled_dot_product_attention``
+    runs on: give them the formula of the other attention kernels (two matmuls forward, four backward)."""
+    import torch
+    from torch.utils import flop_counter
+    forward_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    backward_op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+    if forward_op.default in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(forward_op)
+    def forward_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @flop_counter.register_flop_formula(backward_op)
+    def backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+        return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def count_flops(function: Callable[[], object]) -> tuple[object, dict[str, float]]:
+    """Run ``function()`` once under ``FlopCounterMode`` (CPU attention included): its result and the work in
+    floating-point operations (one multiply-add = 2), ``total`` and per aten operator."""
+    from torch.utils.flop_counter import FlopCounterMode
+    _register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        result = function()
+    per_op = {str(op).split('.')[-1]: float(flops) for op, flops in counter.get_flop_counts()['Global'].items()}
+    return result, {'total': float(counter.get_total_flops()), **per_op}
+
+
+def speed_report(flop: float, seconds: float, limits: dict[str, float]) -> dict[str, float]:
+    """Work, achieved rate and the fraction of each limit: ``gflop``, ``gflop_per_s``, ``of_matmul``,
+    ``of_conv3x3``."""
+    rate = flop / seconds / 1e9
+    return {'gflop': flop / 1e9, 'gflop_per_s': rate, **{f'of_{name}': rate / limit for name, limit in limits.items()}}
+
+
+def format_speed(report: dict[str, float]) -> str:
+    """``854.0 GFLOP  912 GFLOP/s  46% of mm  38% of conv`` from :func:`speed_report`."""
+    return (f'{report["gflop"]:7.1f} GFLOP {report["gflop_per_s"]:6.0f} GFLOP/s {100 * report["of_matmul"]:4.0f}% '
+            f'of mm {100 * report["of_conv3x3"]:4.0f}% of conv')
+
+
+def between_rooflines(measure: Callable[[], object], device: str, dtype: str) -> tuple[object, dict[str, float]]:
+    """``measure()`` between two measurements of :func:`rooflines`: its result and the limits averaged over both, so
+    that the limit reflects the same load (on a shared machine) as the measurement."""
+    before = rooflines(device, dtype)
+    result = measure()
+    after = rooflines(device, dtype)
+    return result, {name: (before[name] + after[name]) / 2 for name in before}
+
+
+def timed_runs_against_limits(function: Callable[[int], object], runs: int, device: str,
+                              dtype: str) -> tuple[object, list[float], list[float], dict]:
+    """:func:`timed_runs` whose warm-up counts the work of one call and whose timed calls run
+    :func:`between_rooflines`: the warm-up's result, wall and CPU seconds, and ``{'work': {total, per op},
+    'limits': {matmul, conv3x3}}`` in FLOP and GFLOP/s."""
+    warm_up, work = count_flops(lambda: function(0))
+    (_, wall_seconds, cpu_seconds), limits = between_rooflines(lambda: timed_runs(function, runs, warm_up=False),
+                                                               device, dtype)
+    return warm_up, wall_seconds, cpu_seconds, {'work': work, 'limits': limits}
