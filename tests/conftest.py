@@ -58,6 +58,14 @@ def randomize_like_reference(model: torch.nn.Module, seed: int = 0) -> torch.nn.
     return model
 
 
+def with_realistic_code_margins(model: torch.nn.Module) -> torch.nn.Module:
+    """Scale the code head (``idx_pred_layer.1.weight``) of a randomised KEEP/CodeFormer by 20, the reference data's
+    rule: logits then have top-1/top-2 gaps like trained weights, so code choices do not hinge on float noise."""
+    with torch.no_grad():
+        model.idx_pred_layer[1].weight.mul_(20)
+    return model
+
+
 def run_python(workdir, *args, check: bool = True, **env_vars) -> subprocess.CompletedProcess:
     """Run ``python *args`` in ``workdir`` against this checkout's code (one thread each, so parallel processes
     share the cores); with ``check``, a non-zero exit fails the test showing the end of the output."""
