@@ -1,5 +1,6 @@
 """What KEEP's three training stages share: a generator with EMA, an optional discriminator, losses from options,
-and validation of restored frames (PSNR/SSIM per clip, on CPU or GPU, single process or distributed).
+and validation of restored clips (any metric of ``vfsr_eval`` or BasicSR, per clip then averaged, on CPU or GPU,
+single process or distributed).
 
 :class:`GeneratorTrainingModel` is the base of ``VQGANModel`` (stage 1), ``KEEPModel`` (stage 2) and
 ``KEEPGANModel`` (stage 3). It is not registered: each stage is its own registered model. ``VidFaceModel`` (a
@@ -20,9 +21,11 @@ import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
-from basicsr.metrics import calculate_metric
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
+
+from vfsr_eval.clip_scoring import average_over_clips, score_clip
+from vfsr_eval.metrics_file import write_metrics_file
 
 
 class GeneratorTrainingModel(BaseModel):
@@ -151,45 +154,45 @@ class GeneratorTrainingModel(BaseModel):
         self.output = evaluate_generator(self, self.restore)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        """Every rank restores its share of the clips (clip i goes to rank i mod world size); sums are reduced."""
+        """Every rank restores its share of the clips (clip i goes to rank i mod world size) and scores each clip
+        with :func:`vfsr_eval.clip_scoring.score_clip` (frame metrics: mean over the clip's frames; clip metrics
+        such as ``calculate_sigma_ids`` or ``calculate_warping_error``: computed on the whole clip). Rank 0 logs the
+        mean over clips and writes every clip's scores to ``<log folder>/metrics_<dataset>.json``."""
         rank, world_size = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         dataset_name = dataloader.dataset.opt['name']
         metric_opts = self.opt['val'].get('metrics') or {}
-        # Per metric: sum over clips of the clip's mean over frames; the last entry counts the clips.
-        totals = torch.zeros(len(metric_opts) + 1, dtype=torch.float64, device=self.device)
         logger = get_root_logger()
+        clip_scores = []
         for index, data in enumerate(dataloader):
             if index % world_size != rank:
                 continue
             self.feed_data(data)
             self.test()
             clip_name = self.clip_name(data, index)
-            restored = as_frames(self.output.detach().cpu())[0]
-            ground_truth = as_frames(self.gt.detach().cpu())[0] if self.gt is not None else None
-            clip_sums = torch.zeros(len(metric_opts), dtype=torch.float64)
-            for frame_index, frame in enumerate(restored):
-                image = tensor2img([frame], min_max=(-1, 1))
-                if save_img:
+            frames = [tensor2img([frame], min_max=(-1, 1)) for frame in as_frames(self.output.detach().cpu())[0]]
+            references = None
+            if self.gt is not None:
+                references = [tensor2img([frame], min_max=(-1, 1)) for frame in as_frames(self.gt.detach().cpu())[0]]
+            if save_img:
+                for frame_index, image in enumerate(frames):
                     imwrite(image, osp.join(self.opt['path']['visualization'], dataset_name, clip_name,
                                             f'{frame_index:08d}_{current_iter}.png'))
-                if ground_truth is not None:
-                    reference = tensor2img([ground_truth[frame_index]], min_max=(-1, 1))
-                    for k, metric_opt in enumerate(metric_opts.values()):
-                        clip_sums[k] += calculate_metric(dict(img=image, img2=reference), metric_opt)
-            clip_means = clip_sums / len(restored)
-            totals[:-1] += clip_means.to(self.device)
-            totals[-1] += 1
             if metric_opts:
+                scores = score_clip(frames, references, metric_opts, clip_name)
+                clip_scores.append(scores)
                 logger.info(f'Validation {dataset_name} {clip_name}: ' + ', '.join(
-                    f'{name} {value:.4f}' for name, value in zip(metric_opts, clip_means.tolist())))
+                    f'{name} {value:.4f}' for name, value in scores.values.items()))
         if world_size > 1:
-            dist.all_reduce(totals)
-        if metric_opts and rank == 0:
+            gathered = [None] * world_size
+            dist.all_gather_object(gathered, clip_scores)
+            clip_scores = [scores for rank_scores in gathered for scores in rank_scores]
+        if clip_scores and rank == 0:
             self._initialize_best_metric_results(dataset_name)
-            self.metric_results = {name: (totals[k] / totals[-1]).item() for k, name in enumerate(metric_opts)}
+            self.metric_results = {name: value['mean'] for name, value in average_over_clips(clip_scores).items()}
             for name, value in self.metric_results.items():
                 self._update_best_metric_result(dataset_name, name, value, current_iter)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+            write_metrics_file(self.opt['path']['log'], dataset_name, current_iter, clip_scores)
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         self.dist_validation(dataloader, current_iter, tb_logger, save_img)

@@ -1,18 +1,17 @@
 """Training and validation of VidFace (and of the Table-1 baselines on the same TUFs data)."""
-import json
-import os
 from collections import OrderedDict
 from os import path as osp
 
 import numpy as np
 import torch
 from basicsr.losses import build_loss
-from basicsr.metrics import calculate_metric
 from basicsr.models.sr_model import SRModel
 from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from vfsr_data.matlab_resize import matlab_resize
+from vfsr_eval.clip_scoring import average_over_clips, score_clip
+from vfsr_eval.metrics_file import write_metrics_file
 from vfsr_models.generator_training import evaluate_generator
 
 
@@ -38,9 +37,10 @@ class VidFaceModel(SRModel):
     step; optimizer (AdamW + Lookahead), scheduler and ``ema_decay`` come from BasicSR's options.
 
     Validation: PSNR/SSIM of the reference snapshot (``reference_index``, default 3 = ``im4``) in RGB and on Y, as
-    configured under ``val.metrics`` (e.g. ``psnr_rgb``/``psnr_y`` with ``test_y_channel``); the averages are also
-    written to ``<experiment or results folder>/metrics_<dataset>.json``. ``save_img`` writes the output of the
-    reference snapshot and a side-by-side ``LR bicubic | output | GT`` image.
+    configured under ``val.metrics`` (e.g. ``psnr_rgb``/``psnr_y`` with ``test_y_channel``; any frame metric of
+    ``vfsr_eval``); the averages and each clip's scores are also written to
+    ``<experiment or results folder>/metrics_<dataset>.json`` (:mod:`vfsr_eval.metrics_file`). ``save_img`` writes
+    the output of the reference snapshot and a side-by-side ``LR bicubic | output | GT`` image.
     """
 
     def __init__(self, opt: dict):
@@ -96,32 +96,29 @@ class VidFaceModel(SRModel):
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         dataset_name = dataloader.dataset.opt['name']
         metrics_opt = self.opt['val'].get('metrics') or {}
-        if metrics_opt:
-            self._initialize_best_metric_results(dataset_name)
-        totals = dict.fromkeys(metrics_opt, 0.0)
-        num_clips = 0
+        clip_scores = []
         for val_data in dataloader:
             self.feed_data(val_data)
             self.test()
             outputs = self.reference_output().cpu()
             for item, key in enumerate(val_data['key']):
-                num_clips += 1
                 output_img = tensor2img(outputs[item], min_max=(-1, 1))
                 gt_img = None
                 if hasattr(self, 'gt'):
                     gt_img = tensor2img(self.gt[item, self.reference_index].cpu(), min_max=(-1, 1))
-                    for name, metric_opt in metrics_opt.items():
-                        totals[name] += float(calculate_metric({'img': output_img, 'img2': gt_img}, metric_opt))
+                    if metrics_opt:
+                        clip_scores.append(score_clip([output_img], [gt_img], metrics_opt, key))
                 if save_img:
                     self.save_visuals(dataset_name, key, current_iter, output_img, gt_img, item)
             for name in ('lq', 'gt', 'landmarks', 'landmark_flags', 'output'):
                 self.__dict__.pop(name, None)
-        if metrics_opt:
-            self.metric_results = {name: total / max(num_clips, 1) for name, total in totals.items()}
+        if clip_scores:
+            self._initialize_best_metric_results(dataset_name)
+            self.metric_results = {name: value['mean'] for name, value in average_over_clips(clip_scores).items()}
             for name, value in self.metric_results.items():
                 self._update_best_metric_result(dataset_name, name, value, current_iter)
             self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
-            self.write_metrics(dataset_name, current_iter, num_clips)
+            write_metrics_file(self.opt['path']['log'], dataset_name, current_iter, clip_scores)
 
     def save_visuals(self, dataset_name: str, key: str, current_iter, output_img: np.ndarray,
                      gt_img: np.ndarray | None, item: int):
@@ -137,12 +134,3 @@ class VidFaceModel(SRModel):
         panels = [tensor2img(bicubic.cpu(), min_max=(-1, 1)), output_img] + ([gt_img] if gt_img is not None else [])
         imwrite(output_img, f'{stem}.png')
         imwrite(np.concatenate(panels, axis=1), f'{stem}_compare.png')
-
-    def write_metrics(self, dataset_name: str, current_iter, num_clips: int):
-        """Save the latest validation averages as JSON next to the logs (rank 0 only: validation runs there)."""
-        record = {'dataset': dataset_name, 'iter': current_iter, 'num_clips': num_clips,
-                  'metrics': self.metric_results}
-        path = osp.join(self.opt['path']['log'], f'metrics_{dataset_name}.json')
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        with open(path, 'w') as file:
-            json.dump(record, file, indent=2)

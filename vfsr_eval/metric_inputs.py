@@ -1,0 +1,39 @@
+"""What the network-based metrics share: the device they run on, frames as tensors, and a small cache of per-frame
+results (landmarks, identity embeddings) so that AKD, sigma_AKD and landmark jitter detect each frame once."""
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import torch
+
+
+def metric_device(device: str | None) -> torch.device:
+    """The option's ``device``, or CUDA when there is one, else the CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def bgr_to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(H, W, 3) BGR uint8 frames -> (n, 3, H, W) RGB float32 in [-1, 1]."""
+    batch = np.stack(frames)[..., ::-1].astype(np.float32) / 127.5 - 1
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
+
+
+class FrameResultCache:
+    """The last ``capacity`` results of ``compute(frame)`` keyed by (``key``, the frame's bytes)."""
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = capacity
+        self.entries: OrderedDict = OrderedDict()
+
+    def get(self, key: Hashable, frame: np.ndarray, compute: Callable[[np.ndarray], object]):
+        digest = (key, frame.shape, hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest())
+        if digest in self.entries:
+            self.entries.move_to_end(digest)
+            return self.entries[digest]
+        result = self.entries[digest] = compute(frame)
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return result
