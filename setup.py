@@ -9,7 +9,8 @@ setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
-    packages=find_packages(include=['vfsr_arch', 'vfsr_data', 'vfsr_models', 'vfsr_restore', 'vfsr_eval', 'datasets_prep']),
+    packages=find_packages(include=['vfsr_arch', 'vfsr_data', 'vfsr_models', 'vfsr_restore', 'vfsr_eval',
+                                    'datasets_prep']),
     py_modules=['vfsr_compat', 'vfsr_registry', 'vfsr_cli'],
     install_requires=[
         'torch>=2.1',
