@@ -1,19 +1,29 @@
 """Command-line entry points: ``train.py`` / ``test.py`` at the repo root and the ``vfsr-train`` / ``vfsr-test``
 console scripts all land here.
 
-They register the plugin, check the option file before anything is written (an unknown ``type``, an unexpected
-network keyword, a missing dataset folder or weights file is one clear error line and exit code 2, with nothing
-created under ``experiments/`` or ``results/``), then hand over to BasicSR's own ``train_pipeline`` /
-``test_pipeline``.
+They register the plugin, parse the same flags as BasicSR's ``parse_options`` (with ``--help`` that explains each),
+check the whole option file before anything is written or renamed, then hand over to BasicSR's own
+``train_pipeline`` / ``test_pipeline``. The check lists every problem at once, one ``vfsr: error: <key>: ...`` line
+each, and exits with code 2: unknown ``type`` names, keywords a network or loss does not take, missing dataset
+folders, landmark/meta files and weights, misspelled keys, malformed ``--force_yml`` entries. BasicSR would only
+meet most of these after renaming the previous experiment folder to ``*_archived_*`` and opening a log.
 """
 import argparse
 import difflib
 import inspect
 import os
+import re
 import sys
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
 
 import vfsr_compat  # noqa: F401  (before basicsr)
 
+import basicsr.data
+import basicsr.test
+import basicsr.train
+import basicsr.utils.options
 import torch
 import yaml
 from basicsr.utils.options import _postprocess_yml_value, ordered_yaml
@@ -24,103 +34,368 @@ import vfsr_data  # noqa: F401
 import vfsr_models  # noqa: F401
 from vfsr_arch.checkpoint import CheckpointError
 
+REPO_ROOT = Path(__file__).resolve().parent
+OPTION_FOLDERS = ('options', 'tests/options')  # where a mistyped -opt path looks for what was meant
 KNOWN_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
+# Keys BasicSR's options.py or pipelines need: without them BasicSR stops with a KeyError.
+REQUIRED_KEYS = ('name', 'num_gpu', 'datasets', 'path')
+REQUIRED_TRAIN_KEYS = ('train', 'logger')
+# Keys of a dataset section that BasicSR itself sets or its dataloader reads.
+DATASET_BASE_KEYS = {'name', 'type', 'phase', 'scale'}
+# Where a missing dataset comes from: (a part of its path, the hint). The first match wins.
+DATASET_ORIGINS = (
+    ('demo_tufs', 'make it with: python -m datasets_prep.make_demo_tufs --output datasets/demo_tufs'),
+    ('tiny_vimeo', 'make it with: python -m datasets_prep.make_tiny_vimeo --output datasets/tiny_vimeo'),
+    ('synthetic_vfhq', "make it with the KEEP demo's commands in docs/data.md (Demo and test data)"),
+    ('TUFS145K', 'TUFs-145K, from the official VidFace repository: see docs/data.md (VidFace: TUFs-145K and IJB-C)'),
+    ('IJBC', 'IJB-C, from NIST, in the TUFs layout: see docs/data.md (VidFace: TUFs-145K and IJB-C)'),
+    ('VFHQ-Test', 'VFHQ-Test: see docs/data.md (KEEP: VFHQ-Test)'),
+    ('VFHQ', 'VFHQ, aligned by python -m datasets_prep.align_vfhq_clips: see docs/data.md (KEEP: VFHQ (training))'),
+)
+WEIGHTS_ORIGINS = {
+    'flownet_path': 'GMFlow: gmflow_sintel-0c07dcb3.pth from https://github.com/haofeixu/gmflow',
+    'vqgan_path': "the stage-1 checkpoint (train stage 1) or CodeFormer's vqgan_code1024.pth",
+}
+WEIGHTS_HINT = "see the README's 'Official weights and their licences'"
 
 
 class OptionsError(ValueError):
-    """An option file asks for something that does not exist."""
+    """An option file asks for something that does not exist; the message may hold several lines, one each."""
 
 
-def load_options(opt_path: str, force_yml: list[str] | None = None) -> dict:
-    """Read a BasicSR option file and apply ``--force_yml key:sub=value`` overrides as BasicSR will."""
+class Problems:
+    """The errors and warnings found in one option file, each one line starting with the option key."""
+
+    def __init__(self):
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, key: str, message: str) -> None:
+        self.errors.append(f'{key}: {message}')
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(f'{key}: {message}')
+
+
+def did_you_mean(name, candidates) -> str:
+    """'; did you mean X?' for the candidates close to ``name`` (spelling, or containing it, 'psnr' ->
+    'calculate_psnr'), else ''."""
+    name, candidates = str(name), sorted(set(candidates))
+    containing = [candidate for candidate in candidates if name.lower() in candidate.lower() and name]
+    close = difflib.get_close_matches(name, candidates, n=3)
+    matches = list(dict.fromkeys(close + containing))[:3]
+    return f'; did you mean {", ".join(matches)}?' if matches else ''
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def build_parser(is_train: bool) -> argparse.ArgumentParser:
+    """BasicSR's ``parse_options`` flags, each explained (``vfsr-test`` has no ``--auto_resume``)."""
+    command = 'train' if is_train else 'test'
+    examples = (f'examples:\n  %(prog)s -opt options/{command}_vidface_tufs.yml\n'
+                + ('  %(prog)s -opt options/train_vidface_tufs.yml --auto_resume\n'
+                   '  %(prog)s -opt X.yml --force_yml train:total_iter=1000 datasets:train:batch_size_per_gpu=2\n'
+                   '  torchrun --nproc_per_node=2 train.py -opt X.yml --launcher pytorch\n' if is_train else
+                   '  %(prog)s -opt options/test_keep_vfhq.yml --force_yml num_gpu=0\n')
+                + '\nThe option file is checked before anything is written; every problem is listed, exit code 2.\n'
+                'Data and weights: README.md and docs/data.md.')
+    parser = argparse.ArgumentParser(
+        description=('Train a network with BasicSR\'s trainer and vfsr\'s networks: experiments/<name>/ gets the\n'
+                     'checkpoints, training states and log, tb_logger/<name>/ the tensorboard events.' if is_train else
+                     'Test a network with BasicSR\'s test pipeline and vfsr\'s networks: results/<name>/ gets the\n'
+                     'metrics, the log and, with val.save_img, the images.'),
+        epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-opt', required=True, metavar='OPTIONS.yml',
+                        help='the YAML option file (options/*.yml): data, network, model, training and validation')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='how processes were started: none (one process), pytorch (torchrun or '
+                             'torch.distributed.launch), slurm (srun); see docs/distributed.md')
+    if is_train:
+        parser.add_argument('--auto_resume', action='store_true',
+                            help='continue from the newest complete training state in '
+                                 'experiments/<name>/training_states/ (start afresh when there is none)')
+    parser.add_argument('--debug', action='store_true',
+                        help='prefix the name with debug_' + (' and validate, log and checkpoint every few '
+                                                              'iterations, without tensorboard' if is_train else
+                                                              ' (results go to results/debug_<name>/)'))
+    parser.add_argument('--local_rank', type=int, default=0,
+                        help='process rank on this machine, set by torch.distributed.launch (also as --local-rank); '
+                             'torchrun sets LOCAL_RANK instead')
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY:SUBKEY=VALUE',
+                        help='override option values, keys joined by ":" (e.g. train:total_iter=1000 '
+                             'datasets:train:batch_size_per_gpu=2); values in YAML spelling (~ for null)')
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------- option files
+def option_file_suggestion(opt_path: str) -> str:
+    """'; did you mean X?' among the option files shipped with vfsr, as paths relative to the current folder."""
+    shipped = [path for folder in OPTION_FOLDERS for path in sorted((REPO_ROOT / folder).glob('*.yml'))]
+    close = difflib.get_close_matches(Path(opt_path).name, [path.name for path in shipped], n=3)
+    if not close:
+        return ''
+    shown = []
+    for name in close:
+        path = next(path for path in shipped if path.name == name)
+        relative = os.path.relpath(path)
+        shown.append(str(path) if relative.startswith('..') else relative)
+    return f'; did you mean {", ".join(shown)}?'
+
+
+def load_options(opt_path: str, force_yml: list[str] | None = None, problems: Problems | None = None) -> dict:
+    """Read a BasicSR option file and apply ``--force_yml key:sub=value`` overrides as BasicSR will.
+
+    Malformed overrides go to ``problems`` (or raise :class:`OptionsError` when none is given); a missing or
+    unreadable file raises :class:`OptionsError`.
+    """
     if not os.path.isfile(opt_path):
-        raise OptionsError(f'-opt: option file {opt_path!r} does not exist')
-    with open(opt_path) as stream:
-        opt = yaml.load(stream, Loader=ordered_yaml()[0])
+        raise OptionsError(f'-opt: option file {opt_path!r} does not exist{option_file_suggestion(opt_path)}')
+    try:
+        with open(opt_path) as stream:
+            opt = yaml.load(stream, Loader=ordered_yaml()[0])
+    except yaml.YAMLError as error:
+        mark = getattr(error, 'problem_mark', None)
+        where = f' (line {mark.line + 1})' if mark is not None else ''
+        raise OptionsError(f'-opt: {opt_path} is not valid YAML{where}: {getattr(error, "problem", error)}') from None
+    if not isinstance(opt, dict):
+        raise OptionsError(f'-opt: {opt_path} does not hold a mapping of options')
+    own_problems = problems or Problems()
     for entry in force_yml or []:
-        keys, value = (part.strip() for part in entry.split('=', 1))
-        *parents, leaf = keys.split(':')
-        node = opt
-        for key in parents:
-            node = node[key]
-        node[leaf] = _postprocess_yml_value(value)
+        apply_force_yml(opt, entry, own_problems)
+    if problems is None and own_problems.errors:
+        raise OptionsError('\n'.join(own_problems.errors))
     return opt
 
 
+def apply_force_yml(opt: dict, entry: str, problems: Problems) -> None:
+    """Apply one ``key:sub=value`` override as BasicSR will (it may add a last key, never a section)."""
+    key = f'--force_yml {entry}'
+    if entry.count('=') != 1:
+        problems.error(key, 'expected KEY:SUBKEY=VALUE with one "=", e.g. train:total_iter=1000')
+        return
+    keys, value = (part.strip() for part in entry.split('='))
+    *parents, leaf = keys.split(':')
+    node, path = opt, []
+    for name in parents:
+        if not isinstance(node.get(name), dict):
+            where = ':'.join(path) or 'the top level'
+            hint = did_you_mean(name, [k for k, v in node.items() if isinstance(v, dict)])
+            problems.error(key, f'{where} has no section {name!r}{hint}')
+            return
+        node, path = node[name], path + [name]
+    if not leaf:
+        problems.error(key, 'the key is empty')
+        return
+    try:
+        node[leaf] = _postprocess_yml_value(value)
+    except (SyntaxError, ValueError, NameError, TypeError) as error:
+        problems.error(key, f'cannot read the value {value!r}: {error}')
+
+
+# ---------------------------------------------------------------------------------------------- registry names
 def check_registered(registry, name, key: str) -> type:
     """The class registered as ``name`` (BasicSR also looks up ``name + '_basicsr'``), or a clear error."""
     if name in registry:
         return registry.get(name)
     if f'{name}_basicsr' in registry:
         return registry.get(f'{name}_basicsr')
-    close = difflib.get_close_matches(str(name), list(registry._obj_map), n=3)
-    hint = f'; did you mean {", ".join(close)}?' if close else ''
-    raise OptionsError(f'{key}: unknown {registry._name} type {name!r}{hint}')
+    raise OptionsError(f'{key}: unknown {registry._name} type {name!r}{did_you_mean(name, registry._obj_map)}')
 
 
 def check_keywords(callable_, kwargs: dict, key: str) -> None:
     """Keywords that the class does not accept (it has no ``**kwargs``) are named before anything is built."""
-    try:
-        inspect.signature(callable_).bind_partial(**kwargs)
-    except TypeError as error:
-        raise OptionsError(f'{key}: {error}') from None
+    parameters = inspect.signature(callable_).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [name for name in kwargs if name not in parameters]
+    if unknown:
+        lines = [f'{key}.{name}: {callable_.__name__} takes no keyword {name!r}{did_you_mean(name, parameters)}'
+                 for name in unknown]
+        raise OptionsError('\n'.join(lines))
 
 
-def check_options(opt: dict, is_train: bool) -> None:
-    """Raise :class:`OptionsError` naming the first option key that cannot work."""
-    check_registered(MODEL_REGISTRY, opt.get('model_type', 'SRModel'), 'model_type')
+# ------------------------------------------------------------------------------------------------- free keys
+OPTION_KEY_PATTERNS = (
+    re.compile(r"\w*opt\w*(?:\[['\"]\w+['\"]\])*(?:\[|\.(?:get|pop|setdefault)\(\s*)['\"](\w+)['\"]"),
+    re.compile(r"['\"](\w+)['\"]\s+(?:not\s+)?in\s+\w*opt"),
+    re.compile(r"\w*opt\w*,\s*['\"](\w+)['\"]"),  # a helper given the section and a key: build_loss(train_opt, 'x')
+    re.compile(r"or \{\}\)\.get\(\s*['\"](\w+)['\"]"),  # (opt.get('val') or {}).get('x')
+)
+
+
+@cache
+def keys_read_by(*sources) -> frozenset[str]:
+    """Option keys the given classes/modules read, found in their source (``opt['k']``, ``dataset_opt.get('k')``,
+    ``'k' in train_opt`` ...). Dataset, model and trainer sections are free dictionaries in BasicSR, so this is
+    how a misspelled key (``num_framez``) is told from one that some class reads."""
+    keys = set()
+    for source in sources:
+        for cls in (inspect.getmro(source) if inspect.isclass(source) else (source, )):
+            module = getattr(cls, '__module__', cls.__name__)
+            if module in ('builtins', 'typing') or module.startswith('torch'):
+                continue
+            try:
+                text = inspect.getsource(cls)
+            except (OSError, TypeError):
+                continue
+            for pattern in OPTION_KEY_PATTERNS:
+                keys.update(pattern.findall(text))
+    return frozenset(keys)
+
+
+def check_free_keys(section: dict, known: set[str], key: str, owner: str, problems: Problems) -> None:
+    """A key nobody reads: an error when it is a near miss of a key that is read (a typo that would be silently
+    ignored), a warning otherwise (a class could read it in a way the source scan does not see)."""
+    for name in section:
+        if name in known:
+            continue
+        hint = did_you_mean(name, known)
+        if hint and difflib.get_close_matches(name, known, n=1, cutoff=0.75):
+            problems.error(f'{key}.{name}', f'{owner} does not read this key{hint}')
+        else:
+            problems.warn(f'{key}.{name}', f'{owner} does not seem to read this key; it is ignored{hint}')
+
+
+# ----------------------------------------------------------------------------------------------------- paths
+def dataset_origin(path: str) -> str:
+    for part, hint in DATASET_ORIGINS:
+        if part in path:
+            return f' ({hint})'
+    return ' (see docs/data.md for the datasets and their preparation)'
+
+
+def referenced_paths(opt: dict) -> Iterator[tuple[str, str, str, str]]:
+    """Every path an option file names: (option key, last key, path, kind), kind 'folder' or 'file' for data,
+    'weights' for network weights (``network_*.*_path``, ``path.pretrain_network_*``, ``path.resume_state``)."""
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        for name, value in (dataset_opt.items() if isinstance(dataset_opt, dict) else ()):
+            if isinstance(value, str) and (name.startswith('dataroot') or name.endswith(('_file', '_path', '_root'))):
+                kind = 'folder' if name.startswith('dataroot') and not name.endswith('_file') else 'file'
+                yield f'datasets.{phase}.{name}', name, value, kind
     for key, network_opt in opt.items():
         if key.startswith('network_') and isinstance(network_opt, dict):
-            kwargs = {name: value for name, value in network_opt.items() if name != 'type'}
-            network_class = check_registered(ARCH_REGISTRY, network_opt.get('type'), f'{key}.type')
-            check_keywords(network_class, kwargs, key)
-    for phase, dataset_opt in (opt.get('datasets') or {}).items():
-        check_registered(DATASET_REGISTRY, dataset_opt.get('type'), f'datasets.{phase}.type')
-        for name, value in dataset_opt.items():
-            if (name.startswith('dataroot') or name == 'meta_info_file') and value and not os.path.exists(value):
-                raise OptionsError(f'datasets.{phase}.{name}: {value!r} does not exist')
+            for name, value in network_opt.items():
+                if isinstance(value, str) and name.endswith('_path'):
+                    yield f'{key}.{name}', name, value, 'weights'
     for name, value in (opt.get('path') or {}).items():
-        if name.startswith('pretrain_network') and value and not os.path.isfile(os.path.expanduser(value)):
-            raise OptionsError(f'path.{name}: weights file {value!r} does not exist')
-    if is_train:
-        for name, value in (opt.get('train') or {}).items():
-            if not isinstance(value, dict) or 'type' not in value:
-                continue
-            if name.startswith('optim_'):
-                if not hasattr(torch.optim, value['type']):
-                    raise OptionsError(f'train.{name}.type: {value["type"]!r} is not a torch.optim optimizer')
-            elif name == 'scheduler':
-                if value['type'] not in KNOWN_SCHEDULERS:
-                    raise OptionsError(f'train.scheduler.type: {value["type"]!r} is not one of {KNOWN_SCHEDULERS}')
-            else:
-                loss_class = check_registered(LOSS_REGISTRY, value['type'], f'train.{name}.type')
-                check_keywords(loss_class, {k: v for k, v in value.items() if k != 'type'}, f'train.{name}')
-    for name, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
-        check_registered(METRIC_REGISTRY, metric_opt.get('type'), f'val.metrics.{name}.type')
+        if isinstance(value, str) and (name.startswith('pretrain_network') or name == 'resume_state'):
+            yield f'path.{name}', name, value, 'weights'
 
 
-def check_command_line(is_train: bool) -> None:
-    """Parse the same ``-opt`` / ``--force_yml`` BasicSR will see, and check that option file."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument('-opt', required=True)
-    parser.add_argument('--force_yml', nargs='+', default=None)
-    args, _ = parser.parse_known_args()
-    check_options(load_options(args.opt, args.force_yml), is_train)
+def check_paths(opt: dict, problems: Problems) -> None:
+    for key, name, value, kind in referenced_paths(opt):
+        if kind == 'weights':
+            check_weights_file(value, key, name, problems)
+        elif not os.path.exists(os.path.expanduser(value)):
+            problems.error(key, f'{kind} {value!r} does not exist{dataset_origin(value)}')
+
+
+def check_weights_file(value, key: str, name: str, problems: Problems) -> None:
+    if isinstance(value, str) and not os.path.isfile(os.path.expanduser(value)):
+        hint = WEIGHTS_ORIGINS.get(name, WEIGHTS_HINT)
+        problems.error(key, f'weights file {value!r} does not exist ({hint})')
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def check_options(opt: dict, is_train: bool, problems: Problems | None = None) -> Problems:
+    """Check the whole option file; raise :class:`OptionsError` listing every error (one line each) unless a
+    ``problems`` collector is given. Returns the collector (its warnings)."""
+    own = problems or Problems()
+    for name in REQUIRED_KEYS + (REQUIRED_TRAIN_KEYS if is_train else ()):
+        if name not in opt:
+            own.error(name, f'missing; BasicSR needs it{did_you_mean(name, opt)}')
+
+    model_class = collect(own, check_registered, MODEL_REGISTRY, opt.get('model_type', 'SRModel'), 'model_type')
+    for key, network_opt in opt.items():
+        if key.startswith('network_') and isinstance(network_opt, dict):
+            check_network(network_opt, key, own)
+    for phase, dataset_opt in (opt.get('datasets') or {}).items():
+        check_dataset(dataset_opt, f'datasets.{phase}', own)
+    check_paths(opt, own)
+
+    pipeline = basicsr.train if is_train else basicsr.test
+    readers = (pipeline, basicsr.utils.options) + ((model_class, ) if model_class is not None else ())
+    known_keys = keys_read_by(*readers)
+    if is_train and isinstance(opt.get('train'), dict):
+        check_train(opt['train'], known_keys, own)
+    if isinstance(opt.get('val'), dict):
+        val_known = known_keys | {'metrics', 'pbar', 'suffix'}
+        check_free_keys(opt['val'], val_known, 'val', 'BasicSR\'s validation', own)
+        for name, metric_opt in (opt['val'].get('metrics') or {}).items():
+            collect(own, check_registered, METRIC_REGISTRY, metric_opt.get('type'), f'val.metrics.{name}.type')
+    if problems is None and own.errors:
+        raise OptionsError('\n'.join(own.errors))
+    return own
+
+
+def collect(problems: Problems, check, *args):
+    """Run one check that raises :class:`OptionsError`; record its lines and go on."""
+    try:
+        return check(*args)
+    except OptionsError as error:
+        problems.errors.extend(str(error).splitlines())
+        return None
+
+
+def check_network(network_opt: dict, key: str, problems: Problems) -> None:
+    network_class = collect(problems, check_registered, ARCH_REGISTRY, network_opt.get('type'), f'{key}.type')
+    if network_class is not None:
+        kwargs = {name: value for name, value in network_opt.items() if name != 'type'}
+        collect(problems, check_keywords, network_class, kwargs, key)
+
+
+def check_dataset(dataset_opt: dict, key: str, problems: Problems) -> None:
+    if not isinstance(dataset_opt, dict):
+        problems.error(key, 'must be a section of dataset options')
+        return
+    dataset_class = collect(problems, check_registered, DATASET_REGISTRY, dataset_opt.get('type'), f'{key}.type')
+    if dataset_class is not None:
+        known = keys_read_by(dataset_class, basicsr.data, basicsr.train) | DATASET_BASE_KEYS
+        check_free_keys(dataset_opt, known, key, dataset_class.__name__, problems)
+
+
+def check_train(train_opt: dict, known_keys: frozenset[str], problems: Problems) -> None:
+    for name, value in train_opt.items():
+        if not isinstance(value, dict) or 'type' not in value:
+            continue
+        if name.startswith('optim_'):
+            if not hasattr(torch.optim, str(value['type'])):
+                problems.error(f'train.{name}.type', f'{value["type"]!r} is not a torch.optim optimizer'
+                               f'{did_you_mean(value["type"], [n for n in dir(torch.optim) if n[0].isupper()])}')
+        elif name == 'scheduler':
+            if value['type'] not in KNOWN_SCHEDULERS:
+                problems.error('train.scheduler.type', f'{value["type"]!r} is not one of {KNOWN_SCHEDULERS}')
+        else:
+            loss_class = collect(problems, check_registered, LOSS_REGISTRY, value['type'], f'train.{name}.type')
+            if loss_class is not None:
+                collect(problems, check_keywords, loss_class, {k: v for k, v in value.items() if k != 'type'},
+                        f'train.{name}')
+    check_free_keys(train_opt, set(known_keys), 'train', 'the model and trainer', problems)
+
+
+def check_command_line(is_train: bool) -> Problems:
+    """Parse the flags BasicSR will see (``--help`` prints them and exits), and check that option file."""
+    args = build_parser(is_train).parse_args()
+    problems = Problems()
+    opt = load_options(args.opt, args.force_yml, problems)
+    return check_options(opt, is_train, problems)
 
 
 def run(root_path: str, is_train: bool) -> None:
     """Check the options, then run BasicSR's pipeline with experiments/results under ``root_path``."""
     try:
-        check_command_line(is_train)
+        problems = check_command_line(is_train)
     except OptionsError as error:
-        print(f'vfsr: error: {error}', file=sys.stderr)
-        raise SystemExit(2) from None
-    from basicsr.test import test_pipeline
-    from basicsr.train import train_pipeline
-
+        problems = Problems()
+        problems.errors.extend(str(error).splitlines())
+    for line in problems.warnings:
+        print(f'vfsr: warning: {line}', file=sys.stderr)
+    if problems.errors:
+        for line in problems.errors:
+            print(f'vfsr: error: {line}', file=sys.stderr)
+        raise SystemExit(2)
     try:
-        (train_pipeline if is_train else test_pipeline)(root_path)
-    except CheckpointError as error:  # a weights file or training state that cannot be used: one line, no traceback
+        (basicsr.train.train_pipeline if is_train else basicsr.test.test_pipeline)(root_path)
+    except CheckpointError as error:  # weights of another network or configuration: one line, no traceback
         print(f'vfsr: error: {error}', file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -4,24 +4,20 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from vfsr_cli import check_options, load_options
+from vfsr_cli import check_options, load_options, referenced_paths
 
 OPTION_FILES = sorted((REPO_ROOT / 'options').glob('*.yml')) + sorted((REPO_ROOT / 'tests' / 'options').glob('*.yml'))
 
 
 def create_referenced_paths(opt: dict, root: Path) -> None:
     """Stand-ins for the data and weights an option file points to (they are the user's to provide)."""
-    for dataset_opt in (opt.get('datasets') or {}).values():
-        for name, value in dataset_opt.items():
-            if name.startswith('dataroot') and value:
-                (root / value).mkdir(parents=True, exist_ok=True)
-            elif name == 'meta_info_file' and value:
-                (root / value).parent.mkdir(parents=True, exist_ok=True)
-                (root / value).touch()
-    for name, value in (opt.get('path') or {}).items():
-        if name.startswith('pretrain_network') and value:
-            (root / value).parent.mkdir(parents=True, exist_ok=True)
-            (root / value).touch()
+    for _, _, value, kind in referenced_paths(opt):
+        path = root / value
+        if kind == 'folder':
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
 
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=lambda path: path.name)
