@@ -23,6 +23,7 @@ class FrameError(ValueError):
 
     def __init__(self, reason: str, frame_index: int | None = None):
         super().__init__(reason if frame_index is None else f'frame {frame_index}: {reason}')
+        self.reason = reason
         self.frame_index = frame_index
 
 
@@ -103,8 +104,8 @@ def score_clip(frames: Sequence[np.ndarray], references: Sequence[np.ndarray] | 
                 reference = None if references is None else references[index]
                 try:
                     series.append(float(calculate_metric({'img': frame, 'img2': reference}, metric_opt)))
-                except FrameError as error:
-                    raise FrameError(str(error), index) from None
+                except FrameError as error:  # the metric saw one frame: it is frame ``index`` of the clip
+                    raise FrameError(error.reason, index) from None
             scores.per_frame[name] = series
             scores.values[name] = float(np.mean(series))
         except (FrameError, ClipInputError) as error:

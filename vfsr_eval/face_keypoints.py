@@ -54,5 +54,5 @@ def clip_landmarks(frames, role: str = 'restored', **detector_opts) -> np.ndarra
         try:
             points.append(frame_landmarks(frame, role=role, **detector_opts))
         except FrameError as error:
-            raise FrameError(str(error), index) from None
-    return np.stack(points)
+            raise FrameError(error.reason, index) from None
+    return np.stack(points).astype(np.float64)

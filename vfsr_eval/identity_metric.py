@@ -76,7 +76,7 @@ def identity_similarities(frames, references, **opts) -> np.ndarray:
             restored = identity_embedding(frame, 'restored', **opts)
             truth = identity_embedding(reference, 'ground-truth', **opts)
         except FrameError as error:
-            raise FrameError(str(error), index) from None
+            raise FrameError(error.reason, index) from None
         values.append(float(np.dot(restored, truth) / (np.linalg.norm(restored) * np.linalg.norm(truth))))
     return np.array(values)
 

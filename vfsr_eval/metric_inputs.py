@@ -18,7 +18,7 @@ def metric_device(device: str | None) -> torch.device:
 def bgr_to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
     """(H, W, 3) BGR uint8 frames -> (n, 3, H, W) RGB float32 in [-1, 1]."""
     batch = np.stack(frames)[..., ::-1].astype(np.float32) / 127.5 - 1
-    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).to(device)
+    return torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).contiguous().to(device)
 
 
 class FrameResultCache:
