@@ -153,17 +153,24 @@ class KEEPTrainOutput(NamedTuple):
 class KEEPStreamState:
     """Between calls of :meth:`KEEP.step`: the measurements of the current, incomplete chunk and its last LQ frame.
 
-    Nothing outlives a chunk (each chunk restarts the anchor), so the state never holds more than ``max_length``
-    frames' measurements, whatever the length of the video.
+    Official (``carry=False``): nothing outlives a chunk (each chunk restarts the anchor). With ``carry`` the
+    recursion goes on across chunks: the last LQ frame, the last restored frame and the cross-frame attention
+    memory are kept, so the next chunk's first frame is a Kalman update like every other (no seam every
+    ``max_length`` frames). Either way the state never holds more than ``max_length`` frames' measurements,
+    whatever the length of the video.
     """
     max_length: int
     need_upscale: bool
     measurements: list[FrameMeasurement] = field(default_factory=list)
     previous_frame: torch.Tensor | None = None
+    carry: bool = False
+    previous_output: torch.Tensor | None = None
+    cfa_memory: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         """Bytes of tensor memory held by the state."""
         tensors = [] if self.previous_frame is None else [self.previous_frame]
+        tensors += list(self.cfa_memory.values()) + ([] if self.previous_output is None else [self.previous_output])
         for measurement in self.measurements:
             tensors += [measurement.latent, *measurement.skips.values()]
             if measurement.flow_to_previous is not None:
@@ -281,12 +288,13 @@ class KEEP(nn.Module, CodePrediction):
             restored.append(self.flush(state)[0])
         return torch.cat(restored, dim=1)
 
-    def init_state(self, max_length: int = 20, need_upscale: bool = False) -> KEEPStreamState:
+    def init_state(self, max_length: int = 20, need_upscale: bool = False, carry: bool = False) -> KEEPStreamState:
         """An empty stream state. Chunks of ``max_length`` frames (official inference: 20) are restored together;
-        ``need_upscale`` upsamples each frame 4x (bilinear) first."""
+        ``need_upscale`` upsamples each frame 4x (bilinear) first; ``carry`` continues the Kalman recursion from
+        one chunk into the next instead of restarting at an anchor (see :class:`KEEPStreamState`)."""
         if max_length < 1:
             raise ValueError(f'max_length must be at least 1, got {max_length}')
-        return KEEPStreamState(max_length, need_upscale)
+        return KEEPStreamState(max_length, need_upscale, carry=carry)
 
     def step(self, frame: torch.Tensor, state: KEEPStreamState) -> tuple[torch.Tensor, KEEPStreamState]:
         """Feed one LQ frame (b, 3, H, W) of a video. Returns the restored frames that became ready, (b, k, 3,
@@ -297,13 +305,22 @@ class KEEP(nn.Module, CodePrediction):
         if len(measurements) < state.max_length:
             empty = frame.new_zeros(frame.shape[0], 0, 3, self.img_size, self.img_size)
             return empty, replace(state, measurements=measurements, previous_frame=frame)
-        return self.restore(measurements).outputs, replace(state, measurements=[], previous_frame=None)
+        return self._restore_chunk(replace(state, measurements=measurements, previous_frame=frame))
 
     def flush(self, state: KEEPStreamState) -> tuple[torch.Tensor, KEEPStreamState]:
         """Restore the frames of the last, incomplete chunk: (b, k, 3, img_size, img_size), k possibly 0."""
         if not state.measurements:
             return torch.zeros(0, 0, 3, self.img_size, self.img_size, device=self.position_emb.device), state
-        return self.restore(state.measurements).outputs, replace(state, measurements=[], previous_frame=None)
+        return self._restore_chunk(state)
+
+    def _restore_chunk(self, state: KEEPStreamState) -> tuple[torch.Tensor, KEEPStreamState]:
+        """Restore the chunk of ``state``; the next state restarts (official) or carries the recursion on."""
+        if not state.carry:
+            return self.restore(state.measurements).outputs, replace(state, measurements=[], previous_frame=None)
+        cfa_memory = dict(state.cfa_memory)
+        outputs = self.restore(state.measurements, previous_output=state.previous_output,
+                               cfa_memory=cfa_memory).outputs
+        return outputs, replace(state, measurements=[], previous_output=outputs[:, -1], cfa_memory=cfa_memory)
 
     @torch.no_grad()
     def restore_video(self, frames: Iterable[torch.Tensor], max_length: int = 20,
@@ -324,20 +341,26 @@ class KEEP(nn.Module, CodePrediction):
         flow = None if previous_frame is None else self.flownet(frame, previous_frame)
         return FrameMeasurement(latent, {size: feat.detach() for size, feat in skips.items()}, flow)
 
-    def restore(self, measurements: Sequence[FrameMeasurement], detach_16: bool = True) -> ChunkResult:
-        """Restore one chunk (its first frame is the anchor) from the measurements of its frames."""
+    def restore(self, measurements: Sequence[FrameMeasurement], detach_16: bool = True,
+                previous_output: torch.Tensor | None = None,
+                cfa_memory: dict[str, torch.Tensor] | None = None) -> ChunkResult:
+        """Restore one chunk from the measurements of its frames. Its first frame is the anchor, unless
+        ``previous_output`` (b, 3, H, W), the restored frame before the chunk, continues the recursion (then the
+        first measurement has its flow to that frame); ``cfa_memory`` (updated in place) carries the cross-frame
+        attention features across chunks the same way."""
         latents = torch.stack([measurement.latent for measurement in measurements], dim=1)  # (b, n, c, h, w)
         if self.training and self.mask_ratio > 0:
             latents = self._mask_latents(latents)
         gains = self.kalman_filter.gain(latents)
         outputs, logits, temporal_features = [], [], defaultdict(list)
-        cfa_memory: dict[str, torch.Tensor] = {}
+        cfa_memory = {} if cfa_memory is None else cfa_memory
         for index, measurement in enumerate(measurements):
-            if index == 0:
+            previous = outputs[-1] if outputs else previous_output
+            if previous is None:
                 z_hat = latents[:, 0]
             else:
                 # the previous output is an observation, not a path for gradients (official)
-                warped = flow_warp(outputs[-1].detach(), measurement.flow_to_previous.permute(0, 2, 3, 1))
+                warped = flow_warp(previous.detach(), measurement.flow_to_previous.permute(0, 2, 3, 1))
                 z_hat = self.kalman_filter.update(latents[:, index], self.hq_encoder(warped), gains[:, index])
             frame_logits = self.code_logits(z_hat)
             codes = self.lookup_codes(frame_logits, z_hat, detach_16)
