@@ -64,7 +64,7 @@ def test_lookahead_state_round_trip_and_scheduler_drive_the_inner_optimizer():
     buffer = io.BytesIO()
     torch.save(optimizer.state_dict(), buffer)  # as basicsr's training states do
     buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = torch.load(buffer, weights_only=True)
 
     clone = torch.nn.Parameter(param.detach().clone())
     restored = Lookahead(torch.optim.AdamW([clone], lr=0.1), alpha=0.5, k=3)
@@ -106,7 +106,7 @@ def test_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
     assert not (tmp_path / '5.state').exists()
     monkeypatch.undo()
     model.save_training_state(epoch=0, current_iter=6)
-    assert torch.load(tmp_path / '6.state', weights_only=False)['iter'] == 6
+    assert torch.load(tmp_path / '6.state', weights_only=True)['iter'] == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ['6.state']
 
 

@@ -250,8 +250,9 @@ def test_missing_weights_name_the_file_and_the_release():
 
 def test_checkpoint_of_the_other_variant_names_the_option(tmp_path):
     torch.save({'params_ema': build(cft_list=['16', '32']).state_dict()}, tmp_path / 'other.pth')
-    with pytest.raises(CheckpointError, match=r"a KEEP checkpoint of a different configuration: build the network "
-                                              r"with cft_list: \['16', '32'\] instead of \['8', '16', '32'\]$"):
+    with pytest.raises(CheckpointError, match=r"a checkpoint of KEEP built with a different configuration: build "
+                                              r"the network with cft_list: \['16', '32'\] instead of "
+                                              r"\['8', '16', '32'\]$"):
         build().load_checkpoint(tmp_path / 'other.pth')
     asian = {key: value for key, value in build().state_dict().items() if not key.startswith('cft.')}
     asian.update({f'cft.{size}.scale.0.bias': torch.zeros(1) for size in VARIANT_CFT['KEEP-Asian']})

@@ -21,8 +21,10 @@ Usage::
     state = read_checkpoint('experiments/x/training_states/8.state', 'training state')
 """
 import pickletools
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from pathlib import Path
 
 import torch
@@ -41,16 +43,20 @@ class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A checkpoint file does not exist; vfsr never downloads one."""
 
 
-def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = None) -> dict:
+def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = None, mmap: bool = False) -> dict:
     """The dict saved in ``path`` (tensors, numbers, strings and plain containers), loaded on the CPU with
-    ``weights_only=True``. ``what`` names the file in errors (e.g. ``'path.pretrain_network_g'``)."""
+    ``weights_only=True``. ``what`` names the file in errors (e.g. ``'path.pretrain_network_g'``). ``mmap`` maps a
+    torch.save archive instead of reading it, for a cheap check of a large file."""
     path = Path(path)
     label = f'{what} {str(path)!r}'
     if not path.is_file():
         where = f'; where to get it: {published_at} (vfsr never downloads)' if published_at else ''
         raise MissingCheckpointError(f'{label}: file not found{where}')
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+            warnings.filterwarnings('ignore', message='Detected pickle protocol', category=UserWarning)
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True,
+                                    mmap=mmap and zipfile.is_zipfile(path))
     except Exception:  # noqa: BLE001 (torch raises many types; each is explained below, never re-tried unsafely)
         raise CheckpointError(f'{label}: {why_unreadable(path)}') from None
     if not isinstance(checkpoint, dict):
@@ -83,17 +89,24 @@ def refused(names: Sequence[str]) -> str:
 
 
 def pickled_globals(path: Path) -> list[str] | None:
-    """The classes/functions named by the first pickle in ``path`` (without executing it); None if no pickle."""
-    names, strings = [], []
+    """The classes/functions named by the first pickle in ``path`` (read with ``pickletools``, never executed); None
+    if the file is no pickle."""
+    names, pushed, memo = [], [], {}
     try:
         with open(path, 'rb') as stream:
             for opcode, arg, _ in pickletools.genops(stream):
                 if opcode.name in ('GLOBAL', 'INST'):
                     names.append(str(arg).replace(' ', '.'))
-                elif opcode.name == 'STACK_GLOBAL' and len(strings) >= 2:
-                    names.append(f'{strings[-2]}.{strings[-1]}')
+                elif opcode.name == 'STACK_GLOBAL' and len(pushed) >= 2:
+                    names.append(f'{pushed[-2]}.{pushed[-1]}')
+                elif opcode.name == 'MEMOIZE' and pushed:
+                    memo[len(memo)] = pushed[-1]
+                elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT') and pushed:
+                    memo[arg] = pushed[-1]
+                elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
+                    pushed.append(memo.get(arg, ''))
                 elif isinstance(arg, str):
-                    strings.append(arg)
+                    pushed.append(arg)
     except Exception:  # noqa: BLE001 (pickletools raises ValueError/EOFError/... on anything that is not a pickle)
         return None
     return names
@@ -121,21 +134,22 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     if not (missing or unexpected or resized):
         return
     network = type(module).__name__
+    other_configuration = f'{label}: a checkpoint of {network} built with a different configuration'
     hint_of = getattr(module, 'checkpoint_configuration_hint', None)
     hint = hint_of(state_dict) if hint_of is not None else None
     if hint:
-        raise CheckpointError(f'{label}: a {network} checkpoint of a different configuration: {hint}')
+        raise CheckpointError(f'{other_configuration}: {hint}')
     if not (missing or unexpected):
         key = resized[0]
         raise CheckpointError(
-            f'{label}: a {network} checkpoint of a different configuration: {len(resized)} tensors differ in shape, '
-            f'e.g. {key} is {tuple(state_dict[key].shape)} in the file and {tuple(expected[key].shape)} here; set '
-            f'the size options of {network} (channels, codebook, depth, ...) to those it was trained with')
+            f'{other_configuration}: {len(resized)} tensors differ in shape, e.g. {key} is '
+            f'{tuple(state_dict[key].shape)} in the file and {tuple(expected[key].shape)} here; set the size options '
+            f'of {network} (widths, depths, ...) to those it was trained with')
     differences = (f'{len(missing)} of its {len(expected)} keys are missing{examples(missing)} and '
                    f'{len(unexpected)} are unexpected{examples(unexpected)}')
     if top_level_names(expected) == top_level_names(state_dict):
-        raise CheckpointError(f'{label}: a {network} checkpoint of a different configuration (the same submodules, '
-                              f'other layer counts or lists): {differences}')
+        raise CheckpointError(f'{other_configuration} (the same submodules, other layer counts or lists): '
+                              f'{differences}')
     raise CheckpointError(f'{label}: a checkpoint of a different network, not {network}: {differences}')
 
 
@@ -147,17 +161,47 @@ def top_level_names(keys) -> set[str]:
     return {key.split('.')[0] for key in keys}
 
 
+def checked_state_dict(module: nn.Module, path, wrapper_keys: Sequence[str] = DEFAULT_WRAPPER_KEYS,
+                       published_at: str | None = None, what: str | None = None, strict: bool = True,
+                       mmap: bool = False) -> dict:
+    """The state_dict in ``path`` for ``module`` (older key names upgraded), checked against ``module``'s keys and
+    shapes when ``strict``. ``module`` may live on the meta device: only its keys and shapes are read."""
+    what = what or f'{type(module).__name__} weights'
+    state_dict = network_state_dict(read_checkpoint(path, what, published_at, mmap), wrapper_keys,
+                                    f'{what} {str(path)!r}')
+    upgrade = getattr(module, 'upgrade_checkpoint', None)
+    if upgrade is not None:
+        state_dict = upgrade(state_dict)
+    if strict:
+        check_state_dict(module, state_dict, f'{what} {str(path)!r}')
+    return state_dict
+
+
 def load_network_weights(module: nn.Module, path, wrapper_keys: Sequence[str] = DEFAULT_WRAPPER_KEYS,
                          published_at: str | None = None, what: str | None = None, strict: bool = True) -> None:
     """Load the weights in ``path`` into ``module``: a plain state_dict or one under the first present of
     ``wrapper_keys``. With ``strict`` (the default) keys and shapes must match exactly, else the one-line
     :class:`CheckpointError` says whether the file belongs to another network or another configuration."""
-    label = f'{what or f"{type(module).__name__} weights"} {str(path)!r}'
-    state_dict = network_state_dict(read_checkpoint(path, what or f'{type(module).__name__} weights', published_at),
-                                    wrapper_keys, label)
-    upgrade = getattr(module, 'upgrade_checkpoint', None)
-    if upgrade is not None:
-        state_dict = upgrade(state_dict)
-    if strict:
-        check_state_dict(module, state_dict, label)
-    module.load_state_dict(state_dict, strict=strict)
+    module.load_state_dict(checked_state_dict(module, path, wrapper_keys, published_at, what, strict), strict=strict)
+
+
+def check_pretrained_networks(opt: Mapping) -> None:
+    """Check a BasicSR option dict before anything is written: each ``path.pretrain_network_<x>`` must hold the
+    weights of ``network_<x>`` (keys and shapes, unless ``strict_load_<x>`` is false), else :class:`CheckpointError`.
+    The networks are built on the meta device (no memory) where their constructors allow it."""
+    from basicsr.archs import build_network
+
+    path_opt = opt.get('path') or {}
+    for name, path in path_opt.items():
+        suffix = name.removeprefix('pretrain_network_')
+        network_opt = opt.get(f'network_{suffix}')
+        if suffix == name or not path or not isinstance(network_opt, Mapping):
+            continue
+        try:
+            with torch.device('meta'):
+                network = build_network(deepcopy(network_opt))
+        except NotImplementedError:  # a constructor that computes with tensor data (VidFace's sinusoid table)
+            network = build_network(deepcopy(network_opt))
+        param_key = path_opt.get(f'param_key_{suffix}', 'params')
+        checked_state_dict(network, path, (param_key, 'params') if param_key else (), what=f'path.{name}',
+                           strict=path_opt.get(f'strict_load_{suffix}', True), mmap=True)
