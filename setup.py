@@ -28,5 +28,6 @@ setup(
         'matplotlib',  # vfsr-evaluate --plot (already pulled in by facexlib's filterpy; torch untouched)
     ],
     extras_require={'test': ['pytest', 'ruff']},
-    entry_points={'console_scripts': ['vfsr-train=vfsr_cli:train_main', 'vfsr-test=vfsr_cli:test_main']},
+    entry_points={'console_scripts': ['vfsr-train=vfsr_cli:train_main', 'vfsr-test=vfsr_cli:test_main',
+                                      'vfsr-restore=vfsr_restore.cli:entry_point']},
 )

@@ -1,0 +1,106 @@
+"""Face crops out of frames and restored faces back into upscaled frames.
+
+Coordinates follow OpenCV (pixel centres on integers). A crop is described by the 2x3 matrix taking frame pixels
+to crop pixels (:func:`crop_matrix`); pasting a restored crop of another size into a frame upscaled ``upscale``
+times uses the exact inverse of that mapping composed with both resizes (:meth:`Compositor.paste`), so that with
+an identity restorer the pasted face lands where it was, to a small fraction of a pixel.
+
+The paste is blended with a soft template mask (a square inset from the crop's border and feathered with a
+Gaussian) times the fade weight of the face. The mask follows the smoothed landmarks, so its boundary moves as
+smoothly as they do.
+"""
+import functools
+
+import cv2
+import numpy as np
+
+from vfsr_data.face_landmarks import similarity_to_template
+
+
+def to_3x3(matrix: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(matrix, np.float64), [0.0, 0.0, 1.0]])
+
+
+def resize_matrix(scale_x: float, scale_y: float) -> np.ndarray:
+    """The 2x3 map of pixel coordinates when an image is resized by (scale_x, scale_y) (pixel centres kept)."""
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5], [0.0, scale_y, 0.5 * scale_y - 0.5]])
+
+
+def crop_matrix(landmarks: np.ndarray, crop_size: tuple[int, int], template: np.ndarray | None = None) -> np.ndarray:
+    """Frame pixels -> crop pixels for a face: the similarity putting the 5 landmarks on the FFHQ template of a
+    square crop (``template`` None, crop_size (w, h) square), or on ``template`` (5, 2) in crop pixels."""
+    return similarity_to_template(landmarks, crop_size[0], template).astype(np.float64)
+
+
+def warp_crop(image: np.ndarray, matrix: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
+    """Cut a crop (h, w, 3) uint8 out of ``image`` (H, W, 3) with ``matrix`` (frame -> crop); outside the frame the
+    edge pixels are repeated (a constant fill would put a frame-edge line into the restorer's input)."""
+    scale = np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2])))
+    source, matrix = image, np.asarray(matrix, np.float64)
+    if scale < 0.5:  # shrinking more than 2x: pre-filter, as bilinear warping alone would alias
+        factor = max(scale * 1.5, 1e-3)
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        source = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        ratio = resize_matrix(size[0] / image.shape[1], size[1] / image.shape[0])
+        matrix = (to_3x3(matrix) @ np.linalg.inv(to_3x3(ratio)))[:2]
+    return cv2.warpAffine(source, matrix, crop_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.lru_cache(maxsize=8)
+def soft_mask(width: int, height: int, inset: float = 0.04, feather: float = 0.04) -> np.ndarray:
+    """A (height, width) float32 mask: 1 inside a square inset by ``inset`` of the size, 0 at the border, edges
+    feathered by a Gaussian of ``feather`` of the size."""
+    mask = np.zeros((height, width), np.float32)
+    margin_x, margin_y = max(1, round(inset * width)), max(1, round(inset * height))
+    mask[margin_y:height - margin_y, margin_x:width - margin_x] = 1
+    sigma = max(feather * min(width, height), 0.5)
+    return cv2.GaussianBlur(mask, (0, 0), sigma)
+
+
+class Compositor:
+    """Upscale frames and paste restored faces into them."""
+
+    def __init__(self, upscale: int = 1):
+        if upscale < 1:
+            raise ValueError(f'--upscale must be a whole number >= 1, got {upscale}')
+        self.upscale = upscale
+
+    def background(self, image: np.ndarray) -> np.ndarray:
+        """The frame upscaled with Lanczos, float32 (H*u, W*u, 3)."""
+        if self.upscale == 1:
+            return image.astype(np.float32)
+        size = (image.shape[1] * self.upscale, image.shape[0] * self.upscale)
+        return cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
+
+    def paste(self, canvas: np.ndarray, restored: np.ndarray, matrix: np.ndarray, crop_size: tuple[int, int],
+              alpha: float = 1.0) -> None:
+        """Blend ``restored`` (h, w, 3) uint8 into ``canvas`` (float32, upscaled frame) in place. ``matrix``: frame
+        -> crop of ``crop_size`` (w, h), the crop the restorer was given; ``restored`` may be larger (the
+        restorer's output scale)."""
+        height, width = restored.shape[:2]
+        # upscaled-frame pixels -> restored-crop pixels
+        to_crop = (to_3x3(resize_matrix(width / crop_size[0], height / crop_size[1])) @ to_3x3(matrix)
+                   @ np.linalg.inv(to_3x3(resize_matrix(self.upscale, self.upscale))))
+        shrink = np.sqrt(abs(np.linalg.det(to_crop[:2, :2])))  # restored pixels per canvas pixel
+        image, mask = restored.astype(np.float32), soft_mask(width, height)
+        if shrink > 2:  # pre-filter before a large reduction, as bilinear sampling alone would alias
+            factor = 1.5 / shrink
+            size = (max(1, round(width * factor)), max(1, round(height * factor)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
+            to_crop = to_3x3(resize_matrix(size[0] / width, size[1] / height)) @ to_crop
+        # only the canvas region the crop covers
+        corners = np.array([[-1, -1, 1], [image.shape[1], -1, 1], [-1, image.shape[0], 1],
+                            [image.shape[1], image.shape[0], 1]], np.float64)
+        on_canvas = corners @ np.linalg.inv(to_crop)[:2].T
+        x0, y0 = np.floor(on_canvas.min(axis=0)).astype(int).clip(0, [canvas.shape[1], canvas.shape[0]])
+        x1, y1 = np.ceil(on_canvas.max(axis=0)).astype(int).clip(0, [canvas.shape[1], canvas.shape[0]])
+        if x1 <= x0 or y1 <= y0:
+            return
+        region = to_crop @ to_3x3(np.array([[1.0, 0, x0], [0, 1.0, y0]]))
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        face = cv2.warpAffine(image, region[:2], (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        weight = cv2.warpAffine(mask, region[:2], (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=0)[..., None] * alpha
+        window = canvas[y0:y1, x0:x1]
+        window += weight * (face - window)

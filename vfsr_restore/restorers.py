@@ -1,0 +1,243 @@
+"""Face restorers: aligned face crops of one track in, restored crops out (possibly later, in order).
+
+Each restorer says how to crop a face (:meth:`FaceRestorer.crop_matrix`, frame -> crop pixels, and ``crop_size``)
+and restores crops pushed per track with :meth:`FaceRestorer.push`; results come back as ``(key, image)`` pairs,
+maybe several frames later (KEEP restores whole chunks, VidFace needs 3 frames after the centre one).
+:meth:`FaceRestorer.end_track` returns what is still pending for a track.
+
+- ``keep`` / ``keep-asian``: KEEP per track on 512x512 FFHQ-aligned crops. By default the Kalman recursion runs
+  through the whole track (the previous output is carried into each new chunk, so there is no seam every
+  ``max_length`` frames); ``keep_restart=True`` restarts every chunk as the official script does.
+- ``codeformer``: CodeFormer per frame on 512x512 crops, fidelity weight ``w``.
+- ``vidface``: VidFace per track on tiny crops (the network's LR size) framed as its training snapshots; the
+  centre of a sliding window of 7 snapshots is restored 8x.
+- ``identity``: returns the crop (for checks of the geometry and for tests).
+
+Networks are built from BasicSR option dicts (``network_g``) through ``ARCH_REGISTRY``, so an option file of
+training builds the same network; :data:`OFFICIAL_MODELS` has the released configurations. Weights are read with
+``weights_only=True`` through :func:`vfsr_arch.checkpoint.load_network_weights`.
+"""
+import contextlib
+from collections import defaultdict, deque
+from pathlib import Path
+
+import vfsr_compat  # noqa: F401  (before basicsr)
+
+import numpy as np
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+
+import vfsr_arch  # noqa: F401  (registers the networks)
+from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
+from vfsr_arch.checkpoint import load_network_weights
+from vfsr_arch.keep_arch import KEEP_RELEASES
+from vfsr_arch.vqgan_arch import CODEFORMER_RELEASES
+from vfsr_data.face_landmarks import downscale_points
+from vfsr_restore.compositing import crop_matrix
+
+VIDFACE_RELEASES = 'Baidu Pan, linked from https://github.com/yuangan/VidFace (net_g_600000.pth)'
+# --model name -> network_g options, weights file under --weights-dir, where it is published.
+OFFICIAL_MODELS = {
+    'keep': ({'type': 'KEEP', 'cft_list': ['16', '32', '64'], 'kalman_attn_head_dim': 48,
+              'num_uncertainty_layers': 3, 'cfa_list': ['16', '32'], 'cfa_nhead': 4, 'cfa_dim': 256},
+             'KEEP/KEEP-b76feb75.pth', KEEP_RELEASES),
+    'keep-asian': ({'type': 'KEEP', 'cft_list': ['32', '64', '128', '256'], 'kalman_attn_head_dim': 48,
+                    'num_uncertainty_layers': 3, 'cfa_list': ['16', '32'], 'cfa_nhead': 4, 'cfa_dim': 256},
+                   'KEEP/KEEP_Asian-4765ebe0.pth', KEEP_RELEASES),
+    'codeformer': ({'type': 'CodeFormer', 'dim_embd': 512, 'n_head': 8, 'n_layers': 9, 'codebook_size': 1024,
+                    'connect_list': ['32', '64', '128', '256']}, 'CodeFormer/codeformer.pth', CODEFORMER_RELEASES),
+    'vidface': ({'type': 'VidFace'}, 'vidface/net_g_600000.pth', VIDFACE_RELEASES),
+}
+VIDFACE_WINDOW = 7
+
+
+def to_tensor(crop: np.ndarray, device: torch.device) -> torch.Tensor:
+    """RGB uint8 (h, w, 3) -> (1, 3, h, w) float in [-1, 1]."""
+    return torch.from_numpy(crop).to(device).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    """(3, h, w) in about [-1, 1] -> RGB uint8 (h, w, 3)."""
+    return tensor.float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+class FaceRestorer:
+    """Base: FFHQ-aligned square crops of ``size``; subclasses restore them."""
+    output_scale = 1
+
+    def __init__(self, size: int = 512, device='cpu', precision: str = 'fp32'):
+        self.crop_size = (size, size)
+        self.device = torch.device(device)
+        if precision not in ('fp32', 'bf16', 'fp16'):
+            raise ValueError(f'--precision {precision!r}: choose fp32, bf16 or fp16')
+        self.precision = precision
+
+    def crop_matrix(self, landmarks: np.ndarray) -> np.ndarray:
+        return crop_matrix(landmarks, self.crop_size)
+
+    def push(self, track_id: int, key, crop: np.ndarray) -> list[tuple[object, np.ndarray]]:
+        raise NotImplementedError
+
+    def end_track(self, track_id: int) -> list[tuple[object, np.ndarray]]:
+        return []
+
+    def autocast(self):
+        if self.precision == 'fp32':
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == 'bf16' else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+
+class IdentityRestorer(FaceRestorer):
+    def push(self, track_id, key, crop):
+        return [(key, crop)]
+
+
+class CodeFormerRestorer(FaceRestorer):
+    def __init__(self, net, fidelity: float = 0.5, **kwargs):
+        super().__init__(net.img_size, **kwargs)
+        self.net, self.fidelity = net, fidelity
+
+    @torch.no_grad()
+    def push(self, track_id, key, crop):
+        with self.autocast():
+            output = self.net(to_tensor(crop, self.device), w=self.fidelity)[0]
+        return [(key, to_image(output[0]))]
+
+
+class KEEPRestorer(FaceRestorer):
+    """KEEP per track. ``max_length`` frames are restored together (the gain network sees a whole chunk);
+    ``restart`` makes each chunk restart the recursion (official), else it carries on across chunks."""
+
+    def __init__(self, net, max_length: int = 20, restart: bool = False, **kwargs):
+        super().__init__(net.img_size, **kwargs)
+        self.net, self.max_length, self.restart = net, max_length, restart
+        self.states: dict[int, object] = {}
+        self.keys: dict[int, deque] = defaultdict(deque)
+
+    @torch.no_grad()
+    def push(self, track_id, key, crop):
+        state = self.states.get(track_id) or self.net.init_state(self.max_length, carry=not self.restart)
+        self.keys[track_id].append(key)
+        with self.autocast():
+            outputs, self.states[track_id] = self.net.step(to_tensor(crop, self.device), state)
+        return self._pair(track_id, outputs)
+
+    @torch.no_grad()
+    def end_track(self, track_id):
+        state = self.states.pop(track_id, None)
+        if state is None:
+            return []
+        with self.autocast():
+            outputs, _ = self.net.flush(state)
+        pairs = self._pair(track_id, outputs)
+        self.keys.pop(track_id, None)
+        return pairs
+
+    def _pair(self, track_id, outputs: torch.Tensor):
+        return [(self.keys[track_id].popleft(), to_image(frame)) for frame in outputs[0]]
+
+
+class VidFaceRestorer(FaceRestorer):
+    """VidFace per track: a window of 7 LR snapshots (edge snapshots repeated at the track's ends) gives the 8x
+    restored centre snapshot. The crop frames the face as the demo's TUFs-style snapshots (face width 96/135 of
+    the GT width, centred)."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        height, width = net.lr_size
+        self.crop_size = (width, height)
+        self.output_scale = net.scale
+        gt_width, gt_height = width * net.scale, height * net.scale
+        scale = gt_width / ASTRONAUT_FACE_WIDTH
+        template_gt = (ASTRONAUT_LANDMARKS - np.array(ASTRONAUT_FACE_CENTRE)) * scale + [(gt_width - 1) / 2,
+                                                                                          (gt_height - 1) / 2]
+        self.template = downscale_points(template_gt, 1 / net.scale)
+        self.windows: dict[int, deque] = {}
+        self.pending: dict[int, int] = {}  # track -> index in its window of the next centre to restore
+
+    def crop_matrix(self, landmarks):
+        return crop_matrix(landmarks, self.crop_size, self.template)
+
+    def push(self, track_id, key, crop):
+        window = self.windows.setdefault(track_id, deque())
+        if not window:  # repeat the first snapshot before the track's start
+            window.extend([(None, crop)] * (VIDFACE_WINDOW // 2))
+        window.append((key, crop))
+        if len(window) < VIDFACE_WINDOW:
+            return []
+        result = self._restore_centre(window)
+        window.popleft()
+        return [result]
+
+    def end_track(self, track_id):
+        window = self.windows.pop(track_id, None)
+        results = []
+        if not window:
+            return results
+        last = window[-1][1]
+        centre = VIDFACE_WINDOW // 2
+        while any(key is not None for key, _ in list(window)[centre:]):
+            while len(window) < VIDFACE_WINDOW:
+                window.append((None, last))
+            results.append(self._restore_centre(window))
+            window.popleft()
+            window.append((None, last))
+        return results
+
+    @torch.no_grad()
+    def _restore_centre(self, window) -> tuple[object, np.ndarray]:
+        snapshots = torch.cat([to_tensor(crop, self.device) for _, crop in window])[None]
+        with self.autocast():
+            output, _ = self.net(snapshots)
+        return window[VIDFACE_WINDOW // 2][0], to_image(output[0, VIDFACE_WINDOW // 2])
+
+
+def build_network(network_opt: dict, weights: str | Path | None, published_at: str | None, device) -> torch.nn.Module:
+    """Build ``network_opt`` (a ``network_g`` dict) through BasicSR's registry, load ``weights`` (strict,
+    weights-only; None leaves the initialisation, for tests with random networks), eval mode on ``device``."""
+    options = dict(network_opt)
+    network_type = options.pop('type', None)
+    if network_type not in ('KEEP', 'CodeFormer', 'VidFace'):
+        raise ValueError(f'network_g.type {network_type!r}: vfsr-restore runs KEEP, CodeFormer or VidFace')
+    try:
+        net = ARCH_REGISTRY.get(network_type)(**options)
+    except TypeError as error:
+        raise ValueError(f'network_g: {error}') from None
+    if weights is not None:
+        what = f'{network_type} weights'
+        if network_type == 'KEEP':
+            wrapper_keys = ('params_ema', 'params', 'model')
+        else:
+            wrapper_keys = ('params_ema', 'params')
+        load_network_weights(net, weights, wrapper_keys=wrapper_keys, published_at=published_at, what=what)
+    return net.eval().to(device)
+
+
+def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights: str | Path | None = None,
+                   weights_dir: str | Path = 'weights', device='cpu', precision: str = 'fp32',
+                   fidelity: float = 0.5, max_length: int = 20, keep_restart: bool = False,
+                   random_weights: bool = False) -> FaceRestorer:
+    """The restorer for ``model`` (``keep``, ``keep-asian``, ``codeformer``, ``vidface``, ``identity``), its network
+    from ``network_opt`` (default: the official configuration) with ``weights`` (default: the official file under
+    ``weights_dir``). ``random_weights`` skips loading (tests)."""
+    device = torch.device(device)
+    if model == 'identity':
+        return IdentityRestorer(device=device, precision=precision)
+    if model not in OFFICIAL_MODELS:
+        raise ValueError(f'--model {model!r}: choose from {", ".join([*OFFICIAL_MODELS, "identity"])}')
+    official_opt, official_file, published_at = OFFICIAL_MODELS[model]
+    network_opt = network_opt or official_opt
+    if random_weights:
+        weights = None
+    elif weights is None:
+        weights = Path(weights_dir) / official_file
+    net = build_network(network_opt, weights, published_at, device)
+    kwargs = {'device': device, 'precision': precision}
+    network_type = network_opt['type']
+    if network_type == 'KEEP':
+        return KEEPRestorer(net, max_length, keep_restart, **kwargs)
+    if network_type == 'CodeFormer':
+        return CodeFormerRestorer(net, fidelity, **kwargs)
+    return VidFaceRestorer(net, **kwargs)
