@@ -4,13 +4,14 @@ Each whole clip gets one degradation draw (``vfsr_data/video_degradation.py``) f
 (``--seed``, CRC32 of the clip name), so a clip's LQ frames depend only on the seed, the options and the clip
 itself, not on which other clips are processed. ``--preset easy`` gives the official VFHQ-Test "easy" setting
 (``BlindLR_128x128_easy_Blur5-10_Noise0-10_CRF18-25``); ``--options`` takes a JSON object of
-``VideoDegradationOptions`` overrides applied on top. Every clip folder is written atomically (existing ones are
-skipped, so an interrupted run resumes) and ``degradation.json`` records the options, seed and per-clip draws.
+``VideoDegradationOptions`` overrides applied on top. Every clip folder is written atomically and
+``degradation.json`` records the options, seed and per-clip draws. Rerun the same command to resume an interrupted
+run (clips already present are skipped); a rerun with other settings into the same ``--output`` is refused.
 
-Usage: ``python -m datasets_prep.make_degraded_testset --gt datasets/vfhq_test/gt --output
-datasets/vfhq_test/BlindLR_128x128_easy --preset easy``
+Example (LQ clips from aligned GT clips, see docs/data.md)::
+
+    python -m datasets_prep.make_degraded_testset --gt datasets/VFHQ/frames --output datasets/VFHQ/lq_easy --preset easy
 """
-import argparse
 import json
 import zlib
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import ClipFrames, bgr_to_rgb_float
 from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, to_uint8
 
@@ -44,7 +46,9 @@ def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict
     record = json.loads(record_path.read_text()) if record_path.is_file() else {'clips': {}}
     settings = json.loads(json.dumps({'options': vars(degradation.options), 'seed': seed, 'max_frames': max_frames}))
     if record.get('settings', settings) != settings:
-        raise ValueError(f'{output} was made with other settings ({record["settings"]}); use another --output')
+        changed = ', '.join(changed_settings(record['settings'], settings))
+        raise ValueError(f'{output} was made with other settings ({changed} differ, see {record_path}); use another '
+                         f'--output or the same settings')
     record['settings'] = settings
     for clip, stems in tqdm(frames.clips.items(), desc='degrading clips', unit='clip'):
         if (output / clip).exists():
@@ -64,6 +68,17 @@ def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict
     return record
 
 
+def changed_settings(old: dict, new: dict, prefix: str = '') -> list[str]:
+    """The names of the settings that differ between two records, nested ones as ``options.crf_range``."""
+    changed = []
+    for name in sorted(set(old) | set(new)):
+        if isinstance(old.get(name), dict) and isinstance(new.get(name), dict):
+            changed += changed_settings(old[name], new[name], f'{prefix}{name}.')
+        elif old.get(name) != new.get(name):
+            changed.append(f'{prefix}{name}')
+    return changed
+
+
 def write_json_atomically(path: Path, value: dict) -> None:
     partial = path.with_name(f'.{path.name}.partial')
     partial.write_text(json.dumps(value, indent=1))
@@ -71,18 +86,26 @@ def write_json_atomically(path: Path, value: dict) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--gt', required=True, help='root of aligned GT clip folders')
-    parser.add_argument('--output', required=True, help='root for the LQ clip folders')
-    parser.add_argument('--preset', choices=sorted(PRESETS), default='easy', help='degradation ranges (default easy)')
-    parser.add_argument('--options', default='{}', help='JSON object of VideoDegradationOptions overrides')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--max-frames', type=int, help='degrade only the first frames of each clip')
-    args = parser.parse_args()
-    options = {**PRESETS[args.preset], **json.loads(args.options)}
-    VideoDegradationOptions.from_dict(options)  # fail on unknown keys before any work
-    record = make_degraded_testset(args.gt, args.output, options, args.seed, args.max_frames)
-    print(f'{len(record["clips"])} clips degraded into {args.output}')
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--gt', required=True, help='root of the aligned GT clip folders')
+    parser.add_flag('--output', required=True, help='root for the LQ clip folders')
+    parser.add_flag('--preset', choices=sorted(PRESETS), default='easy', help='degradation ranges (default easy)')
+    parser.add_flag('--options', default='{}',
+                    help='JSON object of VideoDegradationOptions overrides, e.g. \'{"crf_range": [30, 30]}\'')
+    parser.add_flag('--seed', type=int, default=0, help='seed of the per-clip draws (default 0)')
+    parser.add_flag('--max-frames', type=int, old=('--max_frames', ), help='degrade only the first frames of each clip')
+
+    def degrade(args):
+        try:
+            overrides = json.loads(args.options)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'--options is not a JSON object: {error}') from None
+        options = {**PRESETS[args.preset], **overrides}
+        VideoDegradationOptions.from_dict(options)  # fail on unknown keys before any work
+        record = make_degraded_testset(args.gt, args.output, options, args.seed, args.max_frames)
+        print(f'{len(record["clips"])} clips degraded into {args.output}')
+
+    run_script(parser, degrade)
 
 
 if __name__ == '__main__':
