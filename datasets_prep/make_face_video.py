@@ -6,9 +6,8 @@ give a variable frame rate, a scene cut (the background and the face positions c
 rotation metadata and a sine-tone AAC audio track. The landmarks of every face in every frame are known exactly and
 returned, so tests can check geometry. Used by the restore tests, ``benchmarks/bench_restore.py`` and ``make demo``::
 
-    python -m datasets_prep.make_face_video --out clip.mp4 --size 160x120 --frames 24 --face-width 24
+    python -m datasets_prep.make_face_video --output clip.mp4 --size 160x120 --frames 24 --face-width 24
 """
-import argparse
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 
 from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS, astronaut_bgr
+from datasets_prep.cli import ScriptParser
 
 
 @dataclass
@@ -134,8 +134,8 @@ def write_video(path: str | Path, spec: VideoSpec) -> list[dict[int, np.ndarray]
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--out', required=True, help='output video file (.mp4)')
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--output', required=True, old=('--out', ), help='output video file (.mp4)')
     parser.add_argument('--size', default='160x120', help='frame size WIDTHxHEIGHT (default 160x120)')
     parser.add_argument('--frames', type=int, default=24, help='number of frames (default 24)')
     parser.add_argument('--fps', type=int, default=25, help='frame rate (default 25)')
@@ -147,8 +147,9 @@ def main(argv=None):
         parser.error(f'--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 160x120')
     spec = VideoSpec(width, height, args.frames, args.fps,
                      [FacePath(args.face_width, start=(0.35, 0.45), end=(0.65, 0.55))])
-    write_video(args.out, spec)
-    print(f'wrote {args.out}: {args.frames} frames {width}x{height} at {args.fps} fps, face {args.face_width} px wide')
+    write_video(args.output, spec)
+    print(f'wrote {args.output}: {args.frames} frames {width}x{height} at {args.fps} fps, '
+          f'face {args.face_width} px wide')
 
 
 if __name__ == '__main__':
