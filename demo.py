@@ -7,10 +7,13 @@
 4. prints PSNR/SSIM (RGB and Y) of both side by side.
 
 Images of the validation clips (``LR bicubic | VidFace | GT``) are under ``experiments/demo_vidface/visualization``.
+Every run starts afresh: it replaces the demo's own dataset and folders of the previous run (BasicSR would keep each
+earlier one as ``*_archived_<time>``).
 ``--iters N`` shortens the schedule (the tests use it); the folders are relative to this file.
 """
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +25,8 @@ TRAIN_OPTIONS = 'options/demo_vidface.yml'
 BICUBIC_OPTIONS = 'options/test_bicubic_demo.yml'
 VIDFACE_METRICS = ROOT / 'experiments' / 'demo_vidface' / 'metrics_demo_tufs_val.json'
 BICUBIC_METRICS = ROOT / 'results' / 'bicubic_demo' / 'metrics_demo_tufs_val.json'
+# The folders a run writes (its experiment name in the option files), with the archived copies of earlier runs.
+RUN_FOLDERS = (('experiments', 'demo_vidface'), ('tb_logger', 'demo_vidface'), ('results', 'bicubic_demo'))
 METRICS = (('psnr_rgb', 'PSNR RGB (dB)'), ('ssim_rgb', 'SSIM RGB'), ('psnr_y', 'PSNR Y (dB)'), ('ssim_y', 'SSIM Y'))
 
 
@@ -33,6 +38,13 @@ def shortened_schedule(iters: int) -> list[str]:
     """``--force_yml`` entries for an ``iters``-long cosine, validated once at the end."""
     return ['--force_yml', f'train:total_iter={iters}', f'train:scheduler:periods=[{iters}]',
             f'val:val_freq={iters + 1}', f'logger:save_checkpoint_freq={iters}']
+
+
+def remove_previous_run() -> None:
+    """Remove the demo's own output folders of earlier runs, so that a rerun neither resumes nor piles up copies."""
+    for parent, name in RUN_FOLDERS:
+        for folder in [ROOT / parent / name, *(ROOT / parent).glob(f'{name}_archived_*')]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def comparison_table(bicubic: dict, vidface: dict) -> str:
@@ -47,7 +59,8 @@ def main():
     parser.add_argument('--iters', type=int, default=None, help='training iterations (default: the option file)')
     args = parser.parse_args()
 
-    make_demo_tufs(ROOT / 'datasets' / 'demo_tufs')
+    remove_previous_run()
+    make_demo_tufs(ROOT / 'datasets' / 'demo_tufs', overwrite=True)
     run('train.py', '-opt', TRAIN_OPTIONS, *(shortened_schedule(args.iters) if args.iters else []))
     run('test.py', '-opt', BICUBIC_OPTIONS)
 

@@ -5,15 +5,16 @@ Input: ``--frames <root>/<clip>/<frame>.png`` and ``--annotations <dir>/<clip>.t
 the ``CROP`` origin for frames stored as crops) or vfsr landmark files (``vfsr_data/face_landmarks.py``). Frames
 are matched to annotation lines by name stem, or by number when both are numbers (``00000012`` and ``12``).
 
-Output: ``--output <root>/<clip>/<frame stem>.png`` aligned faces (each clip written atomically; clips already
-present are skipped, so an interrupted run resumes) and, with ``--landmarks-out``, each clip's landmarks moved
-into the aligned frames. Training can then read the aligned clips without ``dataroot_landmarks`` (faster), or read
-raw clips with ``dataroot_landmarks`` and align online.
+Output: ``--output <root>/<clip>/<frame stem>.png`` aligned faces and, with ``--landmarks-out``, each clip's
+landmarks moved into the aligned frames (``<clip>.txt``). Each clip is written atomically and clips already present
+are skipped: rerun the same command to resume an interrupted run (delete a clip's folder to redo it).
 
-Usage: ``python -m datasets_prep.align_vfhq_clips --frames VFHQ/frames --annotations VFHQ/annotations
---output datasets/vfhq/aligned_512 --landmarks-out datasets/vfhq/aligned_512_landmarks``
+Example (what options/train_keep_vfhq_stage*.yml read: datasets/VFHQ/frames + datasets/VFHQ/landmarks; see
+docs/data.md)::
+
+    python -m datasets_prep.align_vfhq_clips --frames datasets/VFHQ/raw --annotations datasets/VFHQ/annotations \
+        --subtract-crop --output datasets/VFHQ/frames --landmarks-out datasets/VFHQ/landmarks
 """
-import argparse
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import BadClipError, ClipFrames
 from vfsr_data.face_landmarks import (
     align_face,
@@ -60,6 +62,8 @@ def align_clips(frames_root: str | Path, annotations: str | Path, output: str | 
     """Align every clip under ``frames_root``; returns the clips written (already aligned ones are skipped)."""
     frames = ClipFrames(frames_root)
     output, annotations = Path(output), Path(annotations)
+    if not annotations.is_dir():
+        raise FileNotFoundError(f'annotation folder {annotations} is not a folder (expected <clip>.txt files)')
     output.mkdir(parents=True, exist_ok=True)
     if landmarks_out is not None:
         Path(landmarks_out).mkdir(parents=True, exist_ok=True)
@@ -89,18 +93,25 @@ def align_clips(frames_root: str | Path, annotations: str | Path, output: str | 
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--frames', required=True, help='root of raw clip folders')
-    parser.add_argument('--annotations', required=True, help='folder of <clip>.txt (VFHQ annotation or landmarks)')
-    parser.add_argument('--output', required=True, help='root for the aligned clip folders')
-    parser.add_argument('--size', type=int, default=512, help='aligned face size (default 512)')
-    parser.add_argument('--landmarks-out', help='folder for the landmarks of the aligned frames')
-    parser.add_argument('--subtract-crop', action='store_true', help='VFHQ: shift landmarks by the CROP origin')
-    parser.add_argument('--skip-missing', action='store_true', help='drop frames without landmarks instead of failing')
-    args = parser.parse_args()
-    written = align_clips(args.frames, args.annotations, args.output, args.size, args.landmarks_out,
-                          args.subtract_crop, args.skip_missing)
-    print(f'aligned {len(written)} clips into {args.output}')
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--frames', required=True, help='root of the raw clip folders (<root>/<clip>/<frame>.png)')
+    parser.add_flag('--annotations', required=True,
+                    help='folder of <clip>.txt: VFHQ annotation files or vfsr landmark files')
+    parser.add_flag('--output', required=True, help='root for the aligned clip folders')
+    parser.add_flag('--size', type=int, default=512, help='aligned face size in pixels (default 512)')
+    parser.add_flag('--landmarks-out', old=('--landmarks_out', ),
+                    help='folder for the landmarks of the aligned frames (what dataroot_landmarks reads)')
+    parser.add_flag('--subtract-crop', action='store_true', old=('--subtract_crop', ),
+                    help='VFHQ annotations: shift the landmarks by the CROP origin (frames stored as crops)')
+    parser.add_flag('--skip-missing', action='store_true', old=('--skip_missing', ),
+                    help='drop frames without landmarks instead of stopping')
+
+    def align(args):
+        written = align_clips(args.frames, args.annotations, args.output, args.size, args.landmarks_out,
+                              args.subtract_crop, args.skip_missing)
+        print(f'aligned {len(written)} clips into {args.output}')
+
+    run_script(parser, align)
 
 
 if __name__ == '__main__':

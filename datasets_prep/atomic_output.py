@@ -1,7 +1,7 @@
 """Outputs that appear whole or not at all: build under a hidden partial name beside the target, rename at the end.
 
-An interrupted or failed run (exception, Ctrl-C) removes its partial folder; a killed run leaves only a hidden
-``.<stem>.partial-<pid><suffix>`` folder, never a half-written target, and the next run starts afresh.
+An interrupted or failed run (exception, Ctrl-C) removes its partial output; a killed run leaves only a hidden
+``.<stem>.partial-<pid><suffix>`` folder (or file), never a half-written target, and the next run starts afresh.
 """
 import os
 import shutil
@@ -12,7 +12,8 @@ from pathlib import Path
 
 @contextmanager
 def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a not-yet-existing partial path to build ``target`` in; on success it is renamed to ``target``.
+    """Yield a not-yet-existing partial path to build ``target`` (a folder, or a single file) in; on success it
+    is renamed to ``target``.
 
     The partial path keeps ``target``'s suffix (LMDB writers insist on ``.lmdb``). An existing ``target`` is an
     error unless ``overwrite``, in which case it is replaced only after the new one is complete.
@@ -22,11 +23,11 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
         raise FileExistsError(f'{target} already exists; remove it or pass --overwrite')
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f'.{target.stem}.partial-{os.getpid()}{target.suffix}')
-    shutil.rmtree(partial, ignore_errors=True)
+    remove(partial)
     try:
         yield partial
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove(partial)
         raise
     if not partial.exists():
         raise RuntimeError(f'nothing was written to {partial} for {target}')
@@ -34,6 +35,14 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
         retired = target.with_name(f'.{target.name}.retired-{os.getpid()}')
         target.rename(retired)
         partial.rename(target)
-        shutil.rmtree(retired)
+        remove(retired)
     else:
         partial.rename(target)
+
+
+def remove(path: Path) -> None:
+    """Remove a folder tree or a file, if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -2,21 +2,27 @@
 
 Loading a pickle can run arbitrary code: run this only on a file you trust (e.g. the one from the official
 release). The result, ``keys`` (N,) str and ``landmarks`` (N, 10) float32, is read by the datasets with
-``allow_pickle=False``. Usage::
+``allow_pickle=False``. The npz is written whole or not at all; an existing one is kept unless ``--overwrite``.
 
-    python -m datasets_prep.convert_tufs_landmarks tufs145k_lmk_norm.pickle datasets/TUFS145K/landmarks.npz
+Example::
+
+    python -m datasets_prep.convert_tufs_landmarks --input tufs145k_lmk_norm.pickle \
+        --output datasets/TUFS145K/landmarks.npz
 """
-import argparse
 import pickle
 from pathlib import Path
 
 import numpy as np
 
+from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.tufs_dataset import NUM_LANDMARKS
 
 
-def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path) -> int:
+def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path, overwrite: bool = False) -> int:
     """Unpickle ``pickle_path`` (trusted input only) and save it as npz; returns the number of entries."""
+    if Path(npz_path).suffix != '.npz':
+        raise ValueError(f'the output must end with .npz, got {npz_path}')
     with open(pickle_path, 'rb') as file:
         entries = pickle.load(file)  # noqa: S301 - trusted official file, see the module docstring
     keys = sorted(entries)
@@ -26,16 +32,19 @@ def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path) -> in
         if value.shape != (2 * NUM_LANDMARKS, ):
             raise ValueError(f'{pickle_path}: entry {key!r} has {value.size} values, expected {2 * NUM_LANDMARKS}')
         landmarks[row] = value
-    np.savez(npz_path, keys=np.array(keys, dtype=str), landmarks=landmarks)
+    with atomic_directory(npz_path, overwrite) as partial:
+        np.savez(partial, keys=np.array(keys, dtype=str), landmarks=landmarks)
     return len(keys)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('pickle_path', help='official landmark pickle (trusted)')
-    parser.add_argument('npz_path', help='output .npz')
-    args = parser.parse_args()
-    print(f'{convert_landmark_pickle(args.pickle_path, args.npz_path)} landmark entries written to {args.npz_path}')
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--input', required=True, help='the official landmark pickle (only a file you trust)')
+    parser.add_flag('--output', required=True, help='the .npz file to write (e.g. datasets/TUFS145K/landmarks.npz)')
+    parser.add_flag('--overwrite', action='store_true', help='replace an existing output')
+    parser.add_old_positionals('--input', '--output')
+    run_script(parser, lambda args: print(f'{convert_landmark_pickle(args.input, args.output, args.overwrite)} '
+                                          f'landmark entries written to {args.output}'))
 
 
 if __name__ == '__main__':

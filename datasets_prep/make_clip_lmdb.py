@@ -4,11 +4,13 @@ Keys are ``<clip>/<frame stem>`` (just ``<frame stem>`` for a flat folder), valu
 lists them, BasicSR's LMDB layout (written with ``basicsr.utils.lmdb_util.LmdbMaker``), so ``io_backend:
 {type: lmdb}`` with ``dataroot_gt: <output>`` reads it. Every frame is decoded before it is stored: a corrupt frame
 stops the run with an error naming the clip and frame. The LMDB is built under a hidden partial name and renamed
-when complete, so an interrupted run never leaves a half-written LMDB at ``<output>``.
+when complete, so an interrupted run never leaves a half-written LMDB at ``<output>`` and simply starts again; an
+existing LMDB is kept unless ``--overwrite`` (then replaced once the new one is complete).
 
-Usage: ``python -m datasets_prep.make_clip_lmdb --input datasets/vfhq/aligned --output datasets/vfhq/aligned.lmdb``
+Example (the aligned VFHQ frames that options/train_keep_vfhq_stage*.yml read, see docs/data.md)::
+
+    python -m datasets_prep.make_clip_lmdb --input datasets/VFHQ/frames --output datasets/VFHQ/frames.lmdb
 """
-import argparse
 from pathlib import Path
 
 import vfsr_compat  # noqa: F401  (must run before basicsr is imported)
@@ -19,6 +21,7 @@ from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import ClipFrames
 
 
@@ -45,13 +48,14 @@ def make_clip_lmdb(input_root: str | Path, output: str | Path, compress_level: i
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--input', required=True, help='folder of clip folders (or of images)')
-    parser.add_argument('--output', required=True, help='LMDB folder to create, ending with .lmdb')
-    parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level 0-9 (default 1)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing LMDB once the new one is done')
-    args = parser.parse_args()
-    print(make_clip_lmdb(args.input, args.output, args.compress_level, args.overwrite))
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--input', required=True, help='folder of clip folders (or of images)')
+    parser.add_flag('--output', required=True, help='the LMDB folder to write; its name must end with .lmdb')
+    parser.add_flag('--compress-level', type=int, default=1, old=('--compress_level', ),
+                    help='PNG compression level 0-9 (default 1)')
+    parser.add_flag('--overwrite', action='store_true', help='replace an existing LMDB once the new one is complete')
+    run_script(parser, lambda args: print(make_clip_lmdb(args.input, args.output, args.compress_level,
+                                                         args.overwrite)))
 
 
 if __name__ == '__main__':

@@ -5,13 +5,17 @@ the unaligned, differently framed snapshots VidFace is made for) and a mild brig
 GT 128x96; its five landmarks go through the same transform. Train and val clips draw from different random
 streams, so validation sees framings the network never trained on. Layout (see ``vfsr_data/tufs_dataset.py``)::
 
-    <out>/train/train000/0001/im1.png ... im7.png    <out>/meta_info_train.txt
-    <out>/val/val000/0001/im1.png ... im7.png        <out>/meta_info_val.txt
-    <out>/landmarks.json                             both splits, keys 'train000/0001/im1.png', 'val000/0001/...'
+    <output>/train/train000/0001/im1.png ... im7.png    <output>/meta_info_train.txt
+    <output>/val/val000/0001/im1.png ... im7.png        <output>/meta_info_val.txt
+    <output>/landmarks.json                             both splits, keys 'train000/0001/im1.png', 'val000/...'
 
-Usage: ``python -m datasets_prep.make_demo_tufs [--out datasets/demo_tufs]``.
+The output is written whole or not at all; an existing one is kept unless ``--overwrite`` (the same seed gives the
+same dataset). ``make demo`` (``python demo.py``) runs it for you.
+
+Example (what options/demo_vidface.yml reads)::
+
+    python -m datasets_prep.make_demo_tufs --output datasets/demo_tufs
 """
-import argparse
 import json
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import numpy as np
 import skimage.data
 
 from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
+from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7
@@ -72,27 +78,34 @@ def write_split(out_root: Path, split: str, num_clips: int, rng: np.random.Gener
 
 
 def make_demo_tufs(out_root: str | Path = 'datasets/demo_tufs', num_train: int = 48, num_val: int = 8,
-                   seed: int = 0) -> Path:
-    """Build the demo dataset under ``out_root`` (overwriting its files) and return ``out_root``."""
+                   seed: int = 0, overwrite: bool = False) -> Path:
+    """Build the demo dataset at ``out_root`` (written atomically; an existing one is replaced only with
+    ``overwrite``) and return ``out_root``."""
     out_root = Path(out_root)
     train_rng, val_rng = (np.random.default_rng(stream) for stream in np.random.SeedSequence(seed).spawn(2))
     landmarks = {}
-    write_split(out_root, 'train', num_train, train_rng, landmarks)
-    write_split(out_root, 'val', num_val, val_rng, landmarks)
-    (out_root / 'landmarks.json').write_text(json.dumps(landmarks, indent=0))
+    with atomic_directory(out_root, overwrite) as partial:
+        write_split(partial, 'train', num_train, train_rng, landmarks)
+        write_split(partial, 'val', num_val, val_rng, landmarks)
+        (partial / 'landmarks.json').write_text(json.dumps(landmarks, indent=0))
     return out_root
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='datasets/demo_tufs', help='output folder')
-    parser.add_argument('--num_train', type=int, default=48, help='training clips')
-    parser.add_argument('--num_val', type=int, default=8, help='validation clips')
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args()
-    out_root = make_demo_tufs(args.out, args.num_train, args.num_val, args.seed)
-    print(f'demo TUFs dataset: {args.num_train} train and {args.num_val} val clips of {NUM_SNAPSHOTS} snapshots '
-          f'in {out_root}')
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--output', default='datasets/demo_tufs', old=('--out', ),
+                    help='the dataset folder to write (default datasets/demo_tufs)')
+    parser.add_flag('--num-train', type=int, default=48, old=('--num_train', ), help='training clips (default 48)')
+    parser.add_flag('--num-val', type=int, default=8, old=('--num_val', ), help='validation clips (default 8)')
+    parser.add_flag('--seed', type=int, default=0, help='random seed of the framings (default 0)')
+    parser.add_flag('--overwrite', action='store_true', help='replace an existing output once the new one is done')
+
+    def make(args):
+        out_root = make_demo_tufs(args.output, args.num_train, args.num_val, args.seed, args.overwrite)
+        print(f'demo TUFs dataset: {args.num_train} train and {args.num_val} val clips of {NUM_SNAPSHOTS} snapshots '
+              f'in {out_root}')
+
+    run_script(parser, make)
 
 
 if __name__ == '__main__':

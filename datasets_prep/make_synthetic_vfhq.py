@@ -6,12 +6,15 @@ landmarks of every frame go through the same transform, so the clip aligns exact
 annotation. For tests and demos (no download needed). Layout (see ``vfsr_data/clip_frames.py`` and
 ``vfsr_data/face_landmarks.py``)::
 
-    <out>/frames/clip000/00000000.png ...   raw, unaligned frames (frame_size x frame_size)
-    <out>/landmarks/clip000.txt              per-frame 5-point landmarks
+    <output>/frames/clip000/00000000.png ...   raw, unaligned frames (frame_size x frame_size)
+    <output>/landmarks/clip000.txt              per-frame 5-point landmarks
 
-Usage: ``python -m datasets_prep.make_synthetic_vfhq --out datasets/synthetic_vfhq [--clips 4 --frames 16]``.
+The output is written whole or not at all; an existing one is kept unless ``--overwrite``.
+
+Example (the KEEP CPU demos, options/demo_keep_stage*.yml; their next commands are in docs/data.md)::
+
+    python -m datasets_prep.make_synthetic_vfhq --output datasets/synthetic_vfhq --clips 4 --frames 16
 """
-import argparse
 from pathlib import Path
 
 import cv2
@@ -20,6 +23,7 @@ from tqdm import tqdm
 
 from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS, astronaut_bgr
 from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.face_landmarks import transform_points, write_landmark_file
 
 FACE_FRACTION = 0.6  # face width / frame width: leaves background around the face, as in raw VFHQ frames
@@ -76,15 +80,17 @@ def make_synthetic_vfhq(out_root: str | Path = 'datasets/synthetic_vfhq', num_cl
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='datasets/synthetic_vfhq', help='output folder (created atomically)')
-    parser.add_argument('--clips', type=int, default=4, help='number of clips')
-    parser.add_argument('--frames', type=int, default=16, help='frames per clip')
-    parser.add_argument('--frame-size', type=int, default=128, help='raw frame width and height in pixels')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing output once the new one is done')
-    args = parser.parse_args()
-    print(make_synthetic_vfhq(args.out, args.clips, args.frames, args.frame_size, args.seed, args.overwrite))
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--output', default='datasets/synthetic_vfhq', old=('--out', ),
+                    help='the dataset folder to write (default datasets/synthetic_vfhq)')
+    parser.add_flag('--clips', type=int, default=4, help='number of clips (default 4)')
+    parser.add_flag('--frames', type=int, default=16, help='frames per clip (default 16)')
+    parser.add_flag('--frame-size', type=int, default=128, old=('--frame_size', ),
+                    help='raw frame width and height in pixels (default 128)')
+    parser.add_flag('--seed', type=int, default=0, help='random seed of the motion (default 0)')
+    parser.add_flag('--overwrite', action='store_true', help='replace an existing output once the new one is done')
+    run_script(parser, lambda args: print(make_synthetic_vfhq(args.output, args.clips, args.frames, args.frame_size,
+                                                              args.seed, args.overwrite)))
 
 
 if __name__ == '__main__':

@@ -20,7 +20,13 @@ def copy_demo_files(workdir):
 
 def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):
     copy_demo_files(tmp_path)
+    # what an earlier run (and an earlier version's archived copy) left: a rerun replaces it, archives nothing
+    for folder in ('experiments/demo_vidface', 'experiments/demo_vidface_archived_20250101_000000',
+                   'tb_logger/demo_vidface', 'results/bicubic_demo', 'datasets/demo_tufs'):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / 'earlier_run.txt').touch()
     result = run_python(tmp_path, 'demo.py', '--iters', '2')
+    assert not list(tmp_path.glob('*/*_archived_*')) and not list(tmp_path.glob('*/*/earlier_run.txt'))
 
     assert len(list((tmp_path / 'datasets' / 'demo_tufs' / 'val').glob('*/0001/im7.png'))) == 8
     vidface = json.loads((tmp_path / 'experiments' / 'demo_vidface' / 'metrics_demo_tufs_val.json').read_text())

@@ -1,0 +1,72 @@
+"""Every command's ``--help`` works without other arguments and explains every flag: the console scripts of
+setup.py, ``python train.py`` / ``python test.py`` and every ``python -m datasets_prep.<script>`` (these two kinds
+also show examples).
+
+They run in this process (``runpy`` as ``python -m`` / ``python script.py`` would, the console scripts through the
+function setup.py names), so the whole list costs no interpreter start; tests/test_option_checks.py runs the
+installed ``vfsr-train`` itself."""
+import importlib
+import re
+import runpy
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+PREP_SCRIPTS = sorted(path.stem for path in (REPO_ROOT / 'datasets_prep').glob('*.py')
+                      if "if __name__ == '__main__':" in path.read_text())
+CONSOLE_SCRIPTS = re.findall(r"'([\w-]+)=([\w.]+):(\w+)'", (REPO_ROOT / 'setup.py').read_text())
+
+
+def undocumented_flags(help_text: str) -> list[str]:
+    """The flags of an argparse help whose entry has no explanation."""
+    lines = help_text.split('options:', 1)[1].splitlines()
+    undocumented = []
+    for index, line in enumerate(lines):
+        if not re.match(r'  -', line):
+            continue
+        entry = line.strip()
+        explained_here = re.search(r'\S\s{2,}\S', entry) is not None
+        following = lines[index + 1] if index + 1 < len(lines) else ''
+        explained_below = re.match(r'\s{3,}\S', following) is not None and not following.strip().startswith('-')
+        if not (explained_here or explained_below):
+            undocumented.append(entry)
+    return undocumented
+
+
+def help_of(run, argv0: str, monkeypatch, capsys) -> str:
+    monkeypatch.setattr(sys, 'argv', [argv0, '--help'])
+    with pytest.raises(SystemExit) as stopped:
+        run()
+    assert stopped.value.code == 0
+    return capsys.readouterr().out
+
+
+def check_help(text: str) -> None:
+    assert text.startswith('usage: ')
+    assert undocumented_flags(text) == []
+
+
+@pytest.mark.parametrize('script', PREP_SCRIPTS)
+def test_prep_script_help(script, monkeypatch, capsys):
+    text = help_of(lambda: runpy.run_module(f'datasets_prep.{script}', run_name='__main__'), script, monkeypatch,
+                   capsys)
+    check_help(text)
+    assert re.search(rf'^\s+python -m datasets_prep\.{script} --', text, re.MULTILINE), 'the help shows an example'
+    flags = re.findall(r'(?<![\w-])--[a-z0-9_-]+', text.split('options:', 1)[1])
+    assert not [flag for flag in flags if '_' in flag], 'one flag style: --kebab-case'
+
+
+@pytest.mark.parametrize('name, module, function', CONSOLE_SCRIPTS, ids=[name for name, _, _ in CONSOLE_SCRIPTS])
+def test_console_script_help(name, module, function, monkeypatch, capsys):
+    check_help(help_of(getattr(importlib.import_module(module), function), name, monkeypatch, capsys))
+
+
+@pytest.mark.parametrize('script', ['train.py', 'test.py'])
+def test_repo_script_help(script, monkeypatch, capsys):
+    text = help_of(lambda: runpy.run_path(str(REPO_ROOT / script), run_name='__main__'), script, monkeypatch, capsys)
+    check_help(text)
+    assert re.search(rf'^examples:\n  {script} -opt ', text, re.MULTILINE)
+    for flag in ('-opt', '--launcher', '--debug', '--local_rank', '--force_yml'):
+        assert flag in text
+    assert ('--auto_resume' in text) == (script == 'train.py'), 'resuming applies to training only'
