@@ -225,8 +225,10 @@ def _networks(args, settings: RestoreSettings):
 
     FaceSelection(settings.faces)  # checks the --faces value before anything is loaded
     device = resolve_device(args.device)
+    # MTCNN searches faces down to --min-face-size (fewer pyramid levels, faster, for larger minimum sizes)
+    sizes = {'min_face_size': max(12, round(settings.min_face_size))} if settings.detector == 'mtcnn' else {}
     detector = build_face_detector(settings.detector, args.weights_dir, device, batch_size=settings.detector_batch,
-                                   min_score=settings.min_score)
+                                   min_score=settings.min_score, **sizes)
     extra = settings.fingerprint_extra
     restorer = build_restorer(args.model, extra['network_g'], args.weights, args.weights_dir, device,
                               args.precision, args.fidelity, args.max_length, args.keep_restart, args.random_weights)

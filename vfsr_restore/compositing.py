@@ -83,8 +83,8 @@ class Compositor:
                    @ np.linalg.inv(to_3x3(resize_matrix(self.upscale, self.upscale))))
         shrink = np.sqrt(abs(np.linalg.det(to_crop[:2, :2])))  # restored pixels per canvas pixel
         image, mask = restored.astype(np.float32), soft_mask(width, height)
-        if shrink > 2:  # pre-filter before a large reduction, as bilinear sampling alone would alias
-            factor = 1.5 / shrink
+        if shrink > 3:  # reduce with area averaging to 3x the canvas resolution first: sampling alone would alias
+            factor = 3 / shrink
             size = (max(1, round(width * factor)), max(1, round(height * factor)))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
@@ -98,9 +98,9 @@ class Compositor:
         if x1 <= x0 or y1 <= y0:
             return
         region = to_crop @ to_3x3(np.array([[1.0, 0, x0], [0, 1.0, y0]]))
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        face = cv2.warpAffine(image, region[:2], (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        weight = cv2.warpAffine(mask, region[:2], (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT,
-                                borderValue=0)[..., None] * alpha
+        face = cv2.warpAffine(image, region[:2], (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+        weight = cv2.warpAffine(mask, region[:2], (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None] * alpha
         window = canvas[y0:y1, x0:x1]
         window += weight * (face - window)
