@@ -189,7 +189,11 @@ def check_pretrained_networks(opt: Mapping) -> None:
     """Check a BasicSR option dict before anything is written: each ``path.pretrain_network_<x>`` must hold the
     weights of ``network_<x>`` (keys and shapes, unless ``strict_load_<x>`` is false), else :class:`CheckpointError`.
     The networks are built on the meta device (no memory) where their constructors allow it."""
-    from basicsr.archs import build_network
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    def build_network(network_opt):  # not basicsr's build_network: its log call would set up the logger too early
+        network_opt = deepcopy(dict(network_opt))
+        return ARCH_REGISTRY.get(network_opt.pop('type'))(**network_opt)
 
     path_opt = opt.get('path') or {}
     for name, path in path_opt.items():
@@ -199,9 +203,9 @@ def check_pretrained_networks(opt: Mapping) -> None:
             continue
         try:
             with torch.device('meta'):
-                network = build_network(deepcopy(network_opt))
+                network = build_network(network_opt)
         except NotImplementedError:  # a constructor that computes with tensor data (VidFace's sinusoid table)
-            network = build_network(deepcopy(network_opt))
+            network = build_network(network_opt)
         param_key = path_opt.get(f'param_key_{suffix}', 'params')
         checked_state_dict(network, path, (param_key, 'params') if param_key else (), what=f'path.{name}',
                            strict=path_opt.get(f'strict_load_{suffix}', True), mmap=True)
