@@ -49,6 +49,7 @@ def check_help(text: str) -> None:
 
 @pytest.mark.parametrize('script', PREP_SCRIPTS)
 def test_prep_script_help(script, monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, f'datasets_prep.{script}', raising=False)  # afresh as __main__, as python -m
     text = help_of(lambda: runpy.run_module(f'datasets_prep.{script}', run_name='__main__'), script, monkeypatch,
                    capsys)
     check_help(text)

@@ -275,6 +275,11 @@ class KEEP(nn.Module, CodePrediction):
         temporal_features)`` if ``early_feat`` else ``(outputs, temporal_features)``, the official contract.
         ``detach_16`` stops gradients at the looked-up codes (official stage-2/3 setting); ``False`` passes the
         generator's gradient to z_hat (straight-through).
+
+        ``need_upscale`` defaults to True here, the official ``forward`` contract that training relies on (LQ
+        frames of img_size / 4, upsampled 4x inside), while :meth:`init_state` and :meth:`restore_video` default
+        to False (inference feeds aligned faces already at img_size, as the official inference script does). With
+        the same value, ``forward`` in eval equals the streaming steps.
         """
         self._check_clip(x)
         if self.training:
@@ -290,8 +295,10 @@ class KEEP(nn.Module, CodePrediction):
 
     def init_state(self, max_length: int = 20, need_upscale: bool = False, carry: bool = False) -> KEEPStreamState:
         """An empty stream state. Chunks of ``max_length`` frames (official inference: 20) are restored together;
-        ``need_upscale`` upsamples each frame 4x (bilinear) first; ``carry`` continues the Kalman recursion from
-        one chunk into the next instead of restarting at an anchor (see :class:`KEEPStreamState`)."""
+        ``need_upscale`` upsamples each frame 4x (bilinear) first (default False: inference inputs are aligned
+        faces at img_size; :meth:`forward` keeps the official training default True); ``carry`` continues the
+        Kalman recursion from one chunk into the next instead of restarting at an anchor (see
+        :class:`KEEPStreamState`)."""
         if max_length < 1:
             raise ValueError(f'max_length must be at least 1, got {max_length}')
         return KEEPStreamState(max_length, need_upscale, carry=carry)
@@ -325,8 +332,21 @@ class KEEP(nn.Module, CodePrediction):
     @torch.no_grad()
     def restore_video(self, frames: Iterable[torch.Tensor], max_length: int = 20,
                       need_upscale: bool = False) -> Iterator[torch.Tensor]:
-        """Restore a video given as an iterable of LQ frames (b, 3, H, W), yielding restored frames (b, 3,
-        img_size, img_size) in order. Memory is bounded by ``max_length``, independent of the video length."""
+        """Restore a video, yielding its restored frames (b, 3, img_size, img_size) in order.
+
+        ``frames``: an iterable of LQ frames (b, 3, H, W) in [-1, 1] (b videos side by side; a generator that
+        reads them lazily keeps memory flat), or one clip tensor (b, T, 3, H, W). H = W = img_size, or
+        img_size / 4 with ``need_upscale`` (default False, see :meth:`init_state`). Memory is bounded by
+        ``max_length``, independent of the video length.
+        """
+        if isinstance(frames, torch.Tensor):
+            if frames.dim() != 5:
+                raise ValueError(f'restore_video takes a clip tensor (b, T, 3, H, W) or an iterable of frames (b, 3, '
+                                 f'H, W), got a tensor of shape {tuple(frames.shape)}: for the T frames of one video '
+                                 f'pass frames.unsqueeze(0) (a (T, 3, H, W) tensor would be read as T frames of 3 '
+                                 f'channels each)')
+            self._check_clip(frames)
+            frames = frames.unbind(1)
         state = self.init_state(max_length, need_upscale)
         for frame in frames:
             restored, state = self.step(frame, state)
