@@ -29,5 +29,6 @@ setup(
     ],
     extras_require={'test': ['pytest', 'ruff']},
     entry_points={'console_scripts': ['vfsr-train=vfsr_cli:train_main', 'vfsr-test=vfsr_cli:test_main',
-                                      'vfsr-restore=vfsr_restore.cli:entry_point']},
+                                      'vfsr-restore=vfsr_restore.cli:entry_point',
+                                      'vfsr-evaluate=vfsr_eval.evaluate:console_main']},
 )

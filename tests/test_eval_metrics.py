@@ -132,9 +132,9 @@ def test_akd_is_zero_for_identical_frames_and_follows_a_shift(big_face):
 
 
 def test_akd_landmarks_land_on_the_face(big_face):
-    from vfsr_eval.face_keypoints import frame_landmarks
+    from vfsr_eval.face_keypoints import detect_landmarks
 
-    found = frame_landmarks(big_face, detector='mtcnn', device='cpu')
+    found = detect_landmarks([big_face], detector='mtcnn', device='cpu')[0]
     assert np.abs(found - template_for_size(256)).max() < 12  # pixels, in a 256x256 crop
 
 

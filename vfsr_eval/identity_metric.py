@@ -20,7 +20,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from vfsr_arch.checkpoint import load_network_weights
 from vfsr_data.face_landmarks import template_for_size
 from vfsr_eval.clip_scoring import FrameError, clip_metric, require_clip
-from vfsr_eval.face_keypoints import frame_landmarks
+from vfsr_eval.face_keypoints import clip_landmarks
 from vfsr_eval.metric_inputs import FrameResultCache, bgr_to_tensor, metric_device
 
 ARCFACE_URL = 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth'
@@ -48,7 +48,7 @@ def face_landmarks_for_identity(frame: np.ndarray, face_crop: str, role: str, de
                              " use face_crop: detect")
         return template_for_size(height)
     if face_crop == 'detect':
-        return frame_landmarks(frame, role=role, **detector_opts)
+        return clip_landmarks([frame], role=role, **detector_opts)[0].astype(np.float32)
     raise ValueError(f"face_crop {face_crop!r} is not 'ffhq' or 'detect'")
 
 
@@ -88,7 +88,7 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, arcface_weights_path: str =
     """IDS of one (H, W, 3) BGR uint8 frame pair: cosine similarity of ArcFace embeddings, 1 for the same face.
 
     ``detector``, ``detector_weights_dir``, ``detection_scale`` apply with ``face_crop: detect`` (see
-    :func:`vfsr_eval.face_keypoints.frame_landmarks`).
+    :func:`vfsr_eval.face_keypoints.detect_landmarks`).
     """
     return float(identity_similarities([img], [img2], arcface_weights_path=arcface_weights_path, face_crop=face_crop,
                                        device=device, detector=detector, detector_weights_dir=detector_weights_dir,

@@ -22,18 +22,33 @@ def bgr_to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tenso
 
 
 class FrameResultCache:
-    """The last ``capacity`` results of ``compute(frame)`` keyed by (``key``, the frame's bytes)."""
+    """The last ``capacity`` results computed for frames, keyed by (``key``, the frame's bytes)."""
+
+    MISSING = object()
 
     def __init__(self, capacity: int = 512):
         self.capacity = capacity
         self.entries: OrderedDict = OrderedDict()
 
-    def get(self, key: Hashable, frame: np.ndarray, compute: Callable[[np.ndarray], object]):
-        digest = (key, frame.shape, hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest())
-        if digest in self.entries:
-            self.entries.move_to_end(digest)
-            return self.entries[digest]
-        result = self.entries[digest] = compute(frame)
+    @staticmethod
+    def entry(key: Hashable, frame: np.ndarray) -> tuple:
+        return key, frame.shape, hashlib.blake2b(np.ascontiguousarray(frame).data, digest_size=16).digest()
+
+    def lookup(self, key: Hashable, frame: np.ndarray):
+        """The stored result, or :attr:`MISSING`."""
+        entry = self.entry(key, frame)
+        if entry not in self.entries:
+            return self.MISSING
+        self.entries.move_to_end(entry)
+        return self.entries[entry]
+
+    def store(self, key: Hashable, frame: np.ndarray, result):
+        self.entries[self.entry(key, frame)] = result
         if len(self.entries) > self.capacity:
             self.entries.popitem(last=False)
         return result
+
+    def get(self, key: Hashable, frame: np.ndarray, compute: Callable[[np.ndarray], object]):
+        """The stored result, else ``compute(frame)`` stored."""
+        result = self.lookup(key, frame)
+        return self.store(key, frame, compute(frame)) if result is self.MISSING else result
