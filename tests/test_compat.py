@@ -40,15 +40,21 @@ def test_get_optimizer_builds_any_torch_optimizer_and_lookahead():
         model.get_optimizer('Adamm', params, 1e-3)
 
 
-def test_lookahead_pulls_fast_weights_back_every_k_steps():
+@pytest.mark.parametrize('slow_start, after_step', [
+    # k=3, alpha=0.5, each SGD step adds 1 to the weight, from 0.
+    # official: slow weights made at the first sync (3 -> 3, unchanged); second sync: 3 + 0.5 (6 - 3) = 4.5
+    ('first_sync', {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0, 5: 5.0, 6: 4.5, 7: 5.5}),
+    # paper: slow weights start at 0; first sync 0 + 0.5 (3 - 0) = 1.5; then 1.5 -> 4.5, 1.5 + 0.5 (4.5 - 1.5) = 3
+    ('initial', {1: 1.0, 2: 2.0, 3: 1.5, 4: 2.5, 5: 3.5, 6: 3.0, 7: 4.0}),
+])
+def test_lookahead_first_two_synchronisations(slow_start, after_step):
     param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = Lookahead(torch.optim.SGD([param], lr=1.0), alpha=0.5, k=2)
-    for step in range(1, 5):
+    optimizer = Lookahead(torch.optim.SGD([param], lr=1.0), alpha=0.5, k=3, slow_start=slow_start)
+    for step in range(1, 8):
         optimizer.zero_grad()
         (-param).sum().backward()  # gradient -1: each SGD step adds 1
         optimizer.step()
-        # k=2, alpha=0.5: fast goes 0 -> 1 -> 2, slow (0) moves half way to 1; then 1 -> 2 -> 3, slow to 2
-        assert param.item() == {1: 1.0, 2: 1.0, 3: 2.0, 4: 2.0}[step]
+        assert param.item() == after_step[step], f'step {step}'
 
 
 def test_lookahead_state_round_trip_and_scheduler_drive_the_inner_optimizer():
@@ -87,6 +93,8 @@ def test_lookahead_rejects_bad_hyper_parameters():
         Lookahead(torch.optim.SGD(params, lr=1.0), alpha=0.0)
     with pytest.raises(ValueError, match='k must be a positive integer'):
         Lookahead(torch.optim.SGD(params, lr=1.0), k=0)
+    with pytest.raises(ValueError, match="slow_start must be one of"):
+        Lookahead(torch.optim.SGD(params, lr=1.0), slow_start='paper')
 
 
 def test_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
