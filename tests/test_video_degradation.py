@@ -91,3 +91,28 @@ def test_blur_matches_filter2d_for_separable_and_rotated_kernels(sigma_x, sigma_
     frame = np.random.default_rng(0).random((40, 48, 3), dtype=np.float32)
     kernel = bivariate_Gaussian(21, sigma_x, sigma_y, theta, isotropic=False).astype(np.float32)
     np.testing.assert_allclose(blur(frame, kernel), cv2.filter2D(frame, -1, kernel), atol=1e-5)
+
+
+def checkerboard(channel: int, size: int = 32, frames: int = 3) -> np.ndarray:
+    """(T, size, size, 3) uint8: one colour channel alternating 0/255 pixel by pixel, the others 0."""
+    clip = np.zeros((frames, size, size, 3), np.uint8)
+    clip[:, ::2, ::2, channel] = clip[:, 1::2, 1::2, channel] = 255
+    return clip
+
+
+def test_compression_channel_orders_differ_and_follow_their_definitions():
+    # official_bgr is, by definition, the rgb round trip of the frames with red and blue swapped, swapped back.
+    clip = moving_face_clip(6, 32)
+    official = h264_round_trip(clip, 30, channel_order='official_bgr')
+    assert np.array_equal(official, h264_round_trip(clip[..., ::-1], 30, channel_order='rgb')[..., ::-1])
+    assert not np.array_equal(official, h264_round_trip(clip, 30, channel_order='rgb'))
+    # rgb hands the encoder the true red: BT.601 luma keeps 0.299 of it (0.114 of blue) at full resolution while
+    # 4:2:0 halves the chroma, so pixel-fine red detail survives better as red than as blue; official_bgr is the
+    # other way round.
+    red, blue = checkerboard(0), checkerboard(2)
+    for order, better, worse in (('rgb', red, blue), ('official_bgr', blue, red)):
+        assert psnr(h264_round_trip(better, 10, channel_order=order), better) > \
+            psnr(h264_round_trip(worse, 10, channel_order=order), worse) + 1, order
+    assert VideoDegradationOptions().compression_channel_order == 'official_bgr'  # the released KEEP's training
+    with pytest.raises(ValueError, match='compression_channel_order'):
+        VideoDegradationOptions(compression_channel_order='bgr')

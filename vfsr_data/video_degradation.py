@@ -13,6 +13,10 @@ change between frames), in this order:
 5. a real H.264 encode and decode of the whole clip with PyAV (``codec`` libx264, ``pix_fmt`` yuv420p, CRF drawn
    from ``crf_range``, inclusive, in memory). 4:2:0 chroma needs even sizes: odd frames are padded by one replicated
    row/column for the codec and cropped back, so the output keeps the downsampled size.
+   ``compression_channel_order`` says which channel the encoder takes for red: ``official_bgr`` (default) hands it
+   the frames with red and blue swapped, as the official data code hands its BGR arrays to PyAV as ``rgb24``, so the
+   YUV matrix and the chroma subsampling act on swapped channels, the distribution the released KEEP was trained
+   on; ``rgb`` encodes the true RGB frames (what a camera's encoder does).
 
 Frames are RGB float32 in [0, 1], shape (T, H, W, 3); the output is (T, H // scale, W // scale, 3) in the same
 convention, quantised to 8 bits by the codec. Randomness comes only from the ``numpy.random.Generator`` (or seed)
@@ -34,6 +38,8 @@ from basicsr.data.degradations import bivariate_Gaussian
 
 RESIZE_INTERPOLATIONS = {'area': cv2.INTER_AREA, 'linear': cv2.INTER_LINEAR, 'cubic': cv2.INTER_CUBIC}
 GAUSSIAN_KERNEL_TYPES = ('iso', 'aniso')
+# What the H.264 encoder is handed as rgb24: the frames with red and blue swapped (official), or the true RGB.
+CHANNEL_ORDERS = ('official_bgr', 'rgb')
 
 
 @dataclass
@@ -54,6 +60,7 @@ class VideoDegradationOptions:
     codec: str = 'libx264'
     pix_fmt: str = 'yuv420p'
     fps: int = 1
+    compression_channel_order: str = 'official_bgr'
 
     @classmethod
     def from_dict(cls, options: dict | None) -> 'VideoDegradationOptions':
@@ -78,6 +85,9 @@ class VideoDegradationOptions:
             raise ValueError('kernel_prob / resize_prob need one probability per kernel type / resize mode')
         if self.blur_kernel_size % 2 == 0:
             raise ValueError(f'blur_kernel_size must be odd, got {self.blur_kernel_size}')
+        if self.compression_channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f'compression_channel_order must be one of {CHANNEL_ORDERS}, got '
+                             f'{self.compression_channel_order!r}')
 
 
 @dataclass
@@ -144,7 +154,8 @@ class VideoDegradation:
         noisy = [add_gaussian_noise(frame, draw.noise_before, rng) for frame in blurred]
         small = [cv2.resize(frame, low_size, interpolation=RESIZE_INTERPOLATIONS[draw.resize_mode]) for frame in noisy]
         small = np.stack([add_gaussian_noise(frame, draw.noise_after, rng) for frame in small])
-        encoded = h264_round_trip(to_uint8(small), draw.crf, self.options.codec, self.options.pix_fmt, self.options.fps)
+        encoded = h264_round_trip(to_uint8(small), draw.crf, self.options.codec, self.options.pix_fmt, self.options.fps,
+                                  self.options.compression_channel_order)
         return encoded.astype(np.float32) / 255.0
 
 
@@ -176,15 +187,20 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 
 
 def h264_round_trip(frames: np.ndarray, crf: int, codec: str = 'libx264', pix_fmt: str = 'yuv420p',
-                    fps: int = 1) -> np.ndarray:
+                    fps: int = 1, channel_order: str = 'rgb') -> np.ndarray:
     """Encode (T, H, W, 3) RGB uint8 frames into an in-memory MP4 and decode them back, same shape and dtype.
 
     Sizes that 4:2:0 chroma cannot hold (odd) are padded by one replicated row/column and cropped after decoding.
+    ``channel_order='official_bgr'`` swaps red and blue before the encoder and back after the decoder (see
+    :class:`VideoDegradationOptions`).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f'expected uint8 frames of shape (T, H, W, 3), got {frames.dtype} {frames.shape}')
     num_frames, height, width = frames.shape[:3]
+    swap_red_blue = channel_order == 'official_bgr'
+    if swap_red_blue:
+        frames = frames[..., ::-1]
     pad_bottom, pad_right = height % 2, width % 2
     if pad_bottom or pad_right:
         frames = np.pad(frames, ((0, 0), (0, pad_bottom), (0, pad_right), (0, 0)), mode='edge')
@@ -204,4 +220,5 @@ def h264_round_trip(frames: np.ndarray, crf: int, codec: str = 'libx264', pix_fm
         decoded = np.stack([frame.to_ndarray(format='rgb24') for frame in container.decode(video=0)])
     if len(decoded) != num_frames:
         raise RuntimeError(f'{codec} round trip returned {len(decoded)} frames for {num_frames}')
-    return decoded[:, :height, :width]
+    decoded = decoded[:, :height, :width]
+    return np.ascontiguousarray(decoded[..., ::-1]) if swap_red_blue else decoded
