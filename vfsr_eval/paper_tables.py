@@ -93,7 +93,7 @@ KEEP_TABLE_1 = PaperTable(
         keep_row('BasicVSR++', (27.1996, 0.8057, 0.1958, 0.7641, 11.3136, 5.2543, 4.6425)),
         keep_row('CodeFormer', (24.6597, 0.7454, 0.2742, 0.6272, 11.4983, 6.3726, 3.6927)),
         keep_row('KEEP', (27.9994, 0.8267, 0.1619, 0.7960, 8.8182, 3.6866, 3.2538),
-                 'results/test_keep_vfhq/metrics_VFHQ-Test.json'),
+                 'results/test_keep_vfhq/metrics_VFHQ-Test-easy.json'),
     ),
     notes=('sigma_IDS: ours x100 (the paper prints values such as 3.69 next to IDS 0.80, which only a percentage of '
            'a cosine similarity can be; assumed).',
