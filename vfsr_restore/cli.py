@@ -157,7 +157,6 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv=None) -> int:
-    warnings.formatwarning = one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
@@ -236,6 +235,7 @@ def _networks(args, settings: RestoreSettings):
 
 
 def entry_point() -> None:
+    warnings.formatwarning = one_line_warning
     sys.exit(main())
 
 

@@ -48,7 +48,6 @@ OFFICIAL_MODELS = {
                     'connect_list': ['32', '64', '128', '256']}, 'CodeFormer/codeformer.pth', CODEFORMER_RELEASES),
     'vidface': ({'type': 'VidFace'}, 'vidface/net_g_600000.pth', VIDFACE_RELEASES),
 }
-VIDFACE_WINDOW = 7
 
 
 def to_tensor(crop: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -135,17 +134,22 @@ class KEEPRestorer(FaceRestorer):
         return pairs
 
     def _pair(self, track_id, outputs: torch.Tensor):
-        return [(self.keys[track_id].popleft(), to_image(frame)) for frame in outputs[0]]
+        """Match the restored frames (b=1, k, 3, H, W; k may be 0) with the oldest waiting keys of the track."""
+        frames = outputs[0] if outputs.shape[0] else []
+        return [(self.keys[track_id].popleft(), to_image(frame)) for frame in frames]
 
 
 class VidFaceRestorer(FaceRestorer):
-    """VidFace per track: a window of 7 LR snapshots (edge snapshots repeated at the track's ends) gives the 8x
-    restored centre snapshot. The crop frames the face as the demo's TUFs-style snapshots (face width 96/135 of
-    the GT width, centred)."""
+    """VidFace per track: a window of ``num_frames`` (7) LR snapshots (edge snapshots repeated at the track's
+    ends) gives the 8x restored centre snapshot. The crop frames the face as the demo's TUFs-style snapshots
+    (face width 96/135 of the GT width, centred)."""
 
     def __init__(self, net, **kwargs):
         super().__init__(**kwargs)
         self.net = net
+        if net.num_frames % 2 == 0:
+            raise ValueError(f'VidFace num_frames must be odd to have a centre snapshot, got {net.num_frames}')
+        self.window_size = net.num_frames
         height, width = net.lr_size
         self.crop_size = (width, height)
         self.output_scale = net.scale
@@ -163,9 +167,9 @@ class VidFaceRestorer(FaceRestorer):
     def push(self, track_id, key, crop):
         window = self.windows.setdefault(track_id, deque())
         if not window:  # repeat the first snapshot before the track's start
-            window.extend([(None, crop)] * (VIDFACE_WINDOW // 2))
+            window.extend([(None, crop)] * (self.window_size // 2))
         window.append((key, crop))
-        if len(window) < VIDFACE_WINDOW:
+        if len(window) < self.window_size:
             return []
         result = self._restore_centre(window)
         window.popleft()
@@ -177,9 +181,9 @@ class VidFaceRestorer(FaceRestorer):
         if not window:
             return results
         last = window[-1][1]
-        centre = VIDFACE_WINDOW // 2
+        centre = self.window_size // 2
         while any(key is not None for key, _ in list(window)[centre:]):
-            while len(window) < VIDFACE_WINDOW:
+            while len(window) < self.window_size:
                 window.append((None, last))
             results.append(self._restore_centre(window))
             window.popleft()
@@ -191,7 +195,7 @@ class VidFaceRestorer(FaceRestorer):
         snapshots = torch.cat([to_tensor(crop, self.device) for _, crop in window])[None]
         with self.autocast():
             output, _ = self.net(snapshots)
-        return window[VIDFACE_WINDOW // 2][0], to_image(output[0, VIDFACE_WINDOW // 2])
+        return window[self.window_size // 2][0], to_image(output[0, self.window_size // 2])
 
 
 def build_network(network_opt: dict, weights: str | Path | None, published_at: str | None, device) -> torch.nn.Module:

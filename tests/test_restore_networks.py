@@ -1,0 +1,124 @@
+"""vfsr-restore with real (small, random-weight) KEEP, CodeFormer and VidFace networks built from option files and
+loaded through the real weights path (wrappers, strict, weights_only); KEEP's carried state; bad weights files."""
+import json
+import pickle
+
+import av
+import pytest
+import torch
+import yaml
+from conftest import randomize_like_reference
+
+from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_restore.cli import main
+from vfsr_restore.restorers import ARCH_REGISTRY, KEEPRestorer
+
+TINY_KEEP = dict(type='KEEP', img_size=32, nf=32, ch_mult=[1, 1, 1], res_blocks=2, attn_resolutions=[8],
+                 codebook_size=64, emb_dim=32, dim_embd=32, n_head=2, n_layers=2, latent_size=64,
+                 cft_list=['8', '16', '32'], cfa_list=['8', '16'], cfa_nhead=2, cfa_dim=8, kalman_attn_head_dim=8,
+                 num_uncertainty_layers=1, cond=1,
+                 flownet_kwargs=dict(feature_channels=32, num_transformer_layers=1, ffn_dim_expansion=2))
+TINY_CODEFORMER = dict(type='CodeFormer', img_size=32, nf=32, ch_mult=[1, 1, 1], res_blocks=2, attn_resolutions=[8],
+                       emb_dim=32, codebook_size=64, latent_size=64, dim_embd=32, n_head=2, n_layers=2,
+                       connect_list=['16', '32'])
+SMALL_VIDFACE = dict(type='VidFace', num_frames=7, lr_size=[16, 12], embed_dim=22, depth=1, num_heads=4,
+                     mlp_ratio=2.0, token_dim=8, deu_out_channels=2, deu_heads=2, deu_qk_dim=8, head_hidden=8)
+FAST = ['--no-progress', '--min-face-size', '24', '--detector-batch', '12']
+
+
+def network_files(tmp_path, network_g, wrapper='params_ema'):
+    """An option file with ``network_g`` and a checkpoint of a random network of it (BasicSR wrapper)."""
+    options = dict(network_g)
+    net = ARCH_REGISTRY.get(options.pop('type'))(**options)
+    randomize_like_reference(net, seed=1)
+    option_file, weights = tmp_path / f'{network_g["type"]}.yml', tmp_path / f'{network_g["type"]}.pth'
+    option_file.write_text(yaml.safe_dump({'network_g': network_g}))
+    torch.save({wrapper: net.state_dict()}, weights)
+    return option_file, weights, net.eval()
+
+
+@pytest.fixture(scope='module')
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp('video') / 'face.mp4'
+    write_video(path, VideoSpec(128, 96, 8, faces=[FacePath(40)]))
+    return path
+
+
+def frame_count(path):
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.mark.parametrize('model, network_g, extra', [
+    ('keep', TINY_KEEP, ['--max-length', '4']),
+    ('codeformer', TINY_CODEFORMER, ['--fidelity', '0.7']),
+    ('vidface', SMALL_VIDFACE, ['--upscale', '2']),
+])
+def test_networks_from_option_files_restore_a_video(tmp_path, video, model, network_g, extra):
+    option_file, weights, _ = network_files(tmp_path, network_g)
+    output = tmp_path / 'out.mp4'
+    assert main([str(video), '-o', str(output), '--model', model, '--opt', str(option_file), '--weights',
+                 str(weights), *FAST, *extra]) == 0
+    report = json.loads((tmp_path / 'out.mp4.json').read_text())
+    assert frame_count(output) == report['frames_out'] == 8 and report['faces_restored'] == 8
+    assert report['stage_seconds']['restore'] > 0
+
+
+def test_keep_carried_state_equals_one_clip_level_run(tmp_path):
+    """The pipeline feeds KEEP one crop at a time, tracks interleaved; with the state carried across chunks the
+    result equals running the recursion over each whole clip at once. The first chunk equals the official restart
+    mode, later chunks do not (no anchor restart)."""
+    _, _, net = network_files(tmp_path, TINY_KEEP)
+    generator = torch.Generator().manual_seed(0)
+    clips = {track: (torch.rand(6, 3, 32, 32, generator=generator) * 255).byte() for track in (1, 2)}
+    restorer = KEEPRestorer(net, max_length=3)
+    results = {}
+    for index in range(6):
+        for track, clip in clips.items():
+            results.update(restorer.push(track, (track, index), clip[index].permute(1, 2, 0).numpy()))
+    for track in clips:
+        results.update(restorer.end_track(track))
+    for track, clip in clips.items():
+        x = clip.float().div(127.5).sub(1)
+        with torch.no_grad():
+            state, whole = net.init_state(3, carry=True), []
+            for frame in x:
+                out, state = net.step(frame[None], state)
+                whole.append(out)
+            if state.measurements:
+                whole.append(net.flush(state)[0])
+            whole = torch.cat(whole, dim=1)[0]
+        expected = whole.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        for index in range(6):
+            assert (results[(track, index)] == expected[index]).all()
+    official, restarted = KEEPRestorer(net, max_length=3, restart=True), {}
+    for index in range(6):
+        restarted.update(official.push(1, index, clips[1][index].permute(1, 2, 0).numpy()))
+    restarted.update(official.end_track(1))
+    assert all((restarted[index] == results[(1, index)]).all() for index in range(3))
+    assert not (restarted[3] == results[(1, 3)]).all()
+
+
+def test_bad_weights_files_are_one_line_errors_without_output(tmp_path, video, capsys):
+    option_file, weights, _ = network_files(tmp_path, TINY_CODEFORMER)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ('code from a checkpoint ran',))
+
+    pickled_code = tmp_path / 'evil.pth'
+    pickled_code.write_bytes(pickle.dumps({'params_ema': Payload()}))
+    text_file = tmp_path / 'notes.pth'
+    text_file.write_text('not a checkpoint')
+    cases = [(tmp_path / 'missing.pth', 'not found'), (pickled_code, str(pickled_code)), (text_file, str(text_file))]
+    for weights_file, message in cases:
+        output = tmp_path / 'out.mp4'
+        code = main([str(video), '-o', str(output), '--model', 'codeformer', '--opt', str(option_file), '--weights',
+                     str(weights_file), *FAST])
+        err = capsys.readouterr()
+        assert code == 1 and message in err.err and 'code from a checkpoint ran' not in err.out
+        assert err.err.count('\n') == 1 and err.err.startswith('vfsr-restore: error:')
+        assert not output.exists() and not list(tmp_path.glob('.out*'))
+    # official weights missing: the error names the file and where it is published
+    assert main([str(video), '-o', str(tmp_path / 'k.mp4'), '--weights-dir', str(tmp_path), *FAST]) == 1
+    assert 'KEEP-b76feb75.pth' in capsys.readouterr().err
