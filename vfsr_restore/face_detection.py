@@ -102,6 +102,8 @@ class MTCNNDetector(FaceDetector):
         self.factor = 0.709
 
     def detect_batch(self, images):
+        if min(images.shape[1:3]) < self.min_face_size:  # no pyramid level fits: no face can be found
+            return [[] for _ in images]
         boxes, points = self._detect_face(images, self.min_face_size, *self.nets, self.thresholds, self.factor,
                                           self.device)
         return [[DetectedFace(box=np.asarray(box[:4], dtype=np.float32),

@@ -361,6 +361,17 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     manifest['segments'] = [done[index] for index in sorted(done)]
     outputs = output_paths(output, settings)
 
+    try:
+        return _restore_video(info, output, settings, detector, restorer, timer, report_path, progress,
+                              stop_after_segments, started, work, manifest, done, outputs, width, height)
+    except MediaError:
+        shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
+        raise
+
+
+def _restore_video(info, output, settings, detector, restorer, timer, report_path, progress, stop_after_segments,
+                   started, work, manifest, done, outputs, width, height) -> dict:
+    input_path, manifest_path = info.path, work / 'manifest.json'
     frames = threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer))
     segment_index, frames_in, processed_segments = 0, 0, 0
     first_pts = None

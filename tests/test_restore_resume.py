@@ -1,0 +1,138 @@
+"""vfsr-restore robustness: a killed run continues where it stopped and gives the same file as an uninterrupted
+run; torchrun shards a folder of videos over processes; bad inputs get one clear line and leave no output."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import av
+import cv2
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_restore.cli import main
+
+FAST = ['--model', 'identity', '--no-progress', '--min-face-size', '24']
+
+
+def cli_process(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    return subprocess.Popen([sys.executable, '-m', 'vfsr_restore.cli', *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_run_resumes_to_the_same_file(tmp_path):
+    source = tmp_path / 'face.mp4'
+    write_video(source, VideoSpec(128, 96, 16, faces=[FacePath(40)]))
+    options = [*FAST, '--segment-frames', '2', '--detector-batch', '2', '--compare']
+    assert main([str(source), '-o', str(tmp_path / 'whole.mp4'), *options]) == 0
+
+    output = tmp_path / 'resumed.mp4'
+    manifest = tmp_path / '.resumed.mp4.vfsr-work' / 'manifest.json'
+    process = cli_process(source, '-o', output, *options)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text())['segments']:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished_before_kill = len(json.loads(manifest.read_text())['segments'])
+    assert 1 <= finished_before_kill < 8, 'the run was not killed in the middle'
+    assert not output.exists() and not (tmp_path / 'resumed_compare.mp4').exists()
+
+    assert main([str(source), '-o', str(output), *options]) == 0
+    assert output.read_bytes() == (tmp_path / 'whole.mp4').read_bytes()
+    assert (tmp_path / 'resumed_compare.mp4').read_bytes() == (tmp_path / 'whole_compare.mp4').read_bytes()
+    assert not manifest.parent.exists()
+
+
+def test_torchrun_shards_a_folder_of_videos(tmp_path):
+    folder, out = tmp_path / 'videos', tmp_path / 'restored'
+    folder.mkdir()
+    for index in range(3):
+        write_video(folder / f'clip{index}.mp4', VideoSpec(96, 64, 4, faces=[], audio_rate=None))
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                             '-m', 'vfsr_restore.cli', str(folder), '-o', str(out), *FAST], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.name for path in out.glob('*.mp4')) == ['clip0.mp4', 'clip1.mp4', 'clip2.mp4']
+    for index in range(3):
+        assert result.stderr.count(f'wrote {out / f"clip{index}.mp4"}') == 1
+
+
+def write_gray_video(path, size=(64, 48), frames=3, pix_fmt='gray'):
+    with av.open(str(path), 'w') as container:
+        stream = container.add_stream('ffv1' if pix_fmt == 'gray' else 'libx264', rate=25)
+        stream.width, stream.height, stream.pix_fmt = *size, pix_fmt
+        for index in range(frames):
+            image = np.full((size[1], size[0]), 40 * index, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image if pix_fmt == 'gray' else np.dstack([image] * 3),
+                                               format='gray' if pix_fmt == 'gray' else 'rgb24')
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture(scope='module')
+def bad_inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp('bad')
+    (root / 'empty.mp4').write_bytes(b'')
+    (root / 'notes.mp4').write_text('this is not a video\n')
+    write_video(root / 'good.mp4', VideoSpec(96, 64, 6, faces=[]))
+    (root / 'truncated.mp4').write_bytes((root / 'good.mp4').read_bytes()[:600])
+    mixed = root / 'mixed'
+    mixed.mkdir()
+    cv2.imwrite(str(mixed / '0.png'), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(mixed / '1.png'), np.zeros((40, 32, 3), np.uint8))
+    corrupt = root / 'corrupt'
+    corrupt.mkdir()
+    cv2.imwrite(str(corrupt / '0.png'), np.zeros((32, 32, 3), np.uint8))
+    (corrupt / '1.png').write_bytes(b'\x89PNG broken')
+    return root
+
+
+@pytest.mark.parametrize('name, message', [
+    ('empty.mp4', 'empty file'),
+    ('notes.mp4', 'not a video or image'),
+    ('truncated.mp4', 'truncated.mp4'),
+    ('mixed', 'all frames must have one size'),
+    ('corrupt', '1.png: not a readable image'),
+    ('missing.mp4', 'no such file'),
+])
+def test_bad_input_is_one_line_and_leaves_no_output(bad_inputs, tmp_path, capsys, name, message):
+    output = tmp_path / 'out.mp4'
+    assert main([str(bad_inputs / name), '-o', str(output), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('vfsr-restore: error:') and err.count('\n') == 1 and message in err
+    assert 'Traceback' not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('size, frames, pix_fmt', [((64, 48), 3, 'gray'), ((2, 2), 2, 'yuv444p'),
+                                                   ((64, 48), 1, 'yuv420p'), ((640, 16), 2, 'yuv420p')])
+def test_odd_but_valid_videos_pass_through(tmp_path, size, frames, pix_fmt):
+    source = tmp_path / 'in.mkv'
+    write_gray_video(source, size, frames, pix_fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        assert main([str(source), '-o', str(tmp_path / 'out.mp4'), *FAST, '--upscale', '3']) == 0
+    with av.open(str(tmp_path / 'out.mp4')) as container:
+        decoded = [frame.to_ndarray(format='rgb24') for frame in container.decode(video=0)]
+    assert len(decoded) == frames and decoded[0].shape == (size[1] * 3, size[0] * 3, 3)
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / 'x.mp4'), '-o', str(tmp_path / 'y.mp4'), '--upscale', '0'])
+    assert exit_info.value.code == 2 and '--upscale must be >= 1' in capsys.readouterr().err
+    source = tmp_path / 'in.mp4'
+    write_video(source, VideoSpec(64, 48, 2, faces=[], audio_rate=None))
+    assert main([str(source), '-o', str(tmp_path / 'y.mp4'), *FAST, '--faces', 'someone']) == 2
+    assert "--faces 'someone'" in capsys.readouterr().err
+    assert not (tmp_path / 'y.mp4').exists()
