@@ -147,6 +147,7 @@ def main(argv=None):
         parser.error(f'--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 160x120')
     spec = VideoSpec(width, height, args.frames, args.fps,
                      [FacePath(args.face_width, start=(0.35, 0.45), end=(0.65, 0.55))])
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_video(args.output, spec)
     print(f'wrote {args.output}: {args.frames} frames {width}x{height} at {args.fps} fps, '
           f'face {args.face_width} px wide')
