@@ -135,7 +135,8 @@ def test_data_commands_make_what_the_option_files_read(tmp_path, monkeypatch):
         run_prep_command(words, monkeypatch)
     built = sum(build_datasets(opt_path) for opt_path in OPTION_FILES)
     for words in trainings:  # the docs' --force_yml variants (LMDB) of the option files
-        force_yml = words[words.index('--force_yml') + 1:]
+        after = words[words.index('--force_yml') + 1:]
+        force_yml = after[:next((i for i, word in enumerate(after) if word.startswith('--')), len(after))]
         built += build_datasets(words[3], force_yml)
     assert built >= len(OPTION_FILES) + len(trainings)
 
