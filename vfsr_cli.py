@@ -23,6 +23,7 @@ import vfsr_compat  # noqa: F401  (before basicsr)
 import basicsr.data
 import basicsr.test
 import basicsr.train
+import basicsr.utils.logger
 import basicsr.utils.options
 import torch
 import yaml
@@ -37,9 +38,13 @@ from vfsr_arch.checkpoint import CheckpointError
 REPO_ROOT = Path(__file__).resolve().parent
 OPTION_FOLDERS = ('options', 'tests/options')  # where a mistyped -opt path looks for what was meant
 KNOWN_SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR')
-# Keys BasicSR's options.py or pipelines need: without them BasicSR stops with a KeyError.
+# Keys BasicSR's options.py or pipelines need: without them BasicSR stops with a KeyError (after archiving the
+# previous experiment folder). Sections map to the keys they need.
 REQUIRED_KEYS = ('name', 'num_gpu', 'datasets', 'path')
 REQUIRED_TRAIN_KEYS = ('train', 'logger')
+REQUIRED_SECTION_KEYS = {'val': ('save_img', )}
+REQUIRED_TRAIN_SECTION_KEYS = {'train': ('total_iter', ), 'logger': ('print_freq', 'save_checkpoint_freq'),
+                               'val': ('val_freq', )}
 # Keys of a dataset section that BasicSR itself sets or its dataloader reads.
 DATASET_BASE_KEYS = {'name', 'type', 'phase', 'scale'}
 # Where a missing dataset comes from: (a part of its path, the hint). The first match wins.
@@ -303,6 +308,11 @@ def check_options(opt: dict, is_train: bool, problems: Problems | None = None) -
     for name in REQUIRED_KEYS + (REQUIRED_TRAIN_KEYS if is_train else ()):
         if name not in opt:
             own.error(name, f'missing; BasicSR needs it{did_you_mean(name, opt)}')
+    for required in (REQUIRED_SECTION_KEYS, REQUIRED_TRAIN_SECTION_KEYS if is_train else {}):
+        for section, names in required.items():
+            for name in names:
+                if isinstance(opt.get(section), dict) and name not in opt[section]:
+                    own.error(f'{section}.{name}', f'missing; BasicSR needs it{did_you_mean(name, opt[section])}')
 
     model_class = collect(own, check_registered, MODEL_REGISTRY, opt.get('model_type', 'SRModel'), 'model_type')
     for key, network_opt in opt.items():
@@ -317,6 +327,9 @@ def check_options(opt: dict, is_train: bool, problems: Problems | None = None) -
     known_keys = keys_read_by(*readers)
     if is_train and isinstance(opt.get('train'), dict):
         check_train(opt['train'], known_keys, own)
+    if is_train and isinstance(opt.get('logger'), dict):
+        logger_known = keys_read_by(basicsr.train, basicsr.utils.logger) | {'wandb'}
+        check_free_keys(opt['logger'], logger_known, 'logger', 'BasicSR\'s logger', own)
     if isinstance(opt.get('val'), dict):
         val_known = known_keys | {'metrics', 'pbar', 'suffix'}
         check_free_keys(opt['val'], val_known, 'val', 'BasicSR\'s validation', own)

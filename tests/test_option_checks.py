@@ -49,13 +49,17 @@ def workdir(tmp_path_factory):
 
 
 def write_options(workdir: Path, changes: dict, name: str = 'checked') -> Path:
-    """The tiny EDVR options, named ``name``, with sections updated one level deep."""
+    """The tiny EDVR options, named ``name``, with sections updated one level deep (None removes a key)."""
     opt = yaml.safe_load(EDVR_OPTIONS.read_text())
     opt['name'] = name
     for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(opt.get(key), dict):
+        if value is None:
+            del opt[key]
+        elif isinstance(value, dict) and isinstance(opt.get(key), dict):
             for sub, sub_value in value.items():
-                if isinstance(sub_value, dict) and isinstance(opt[key].get(sub), dict):
+                if sub_value is None:
+                    del opt[key][sub]
+                elif isinstance(sub_value, dict) and isinstance(opt[key].get(sub), dict):
                     opt[key][sub].update(sub_value)
                 else:
                     opt[key][sub] = sub_value
@@ -115,13 +119,12 @@ def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys)
     ({}, ['--force_yml', 'datasets:training:batch_size_per_gpu=2'],
      "--force_yml datasets:training:batch_size_per_gpu=2: datasets has no section 'training'; did you mean train"),
     ({'logger': None}, [], 'logger: missing; BasicSR needs it'),
+    ({'val': {'val_freq': None}}, [], 'val.val_freq: missing; BasicSR needs it'),
+    ({'logger': {'print_freqq': 2}}, [],
+     "logger.print_freqq: BasicSR's logger does not read this key; did you mean print_freq"),
 ])
 def test_each_problem_is_one_clear_line(workdir, monkeypatch, capsys, changes, force_yml, expected):
     options = write_options(workdir, changes)
-    if changes.get('logger', 1) is None:  # a missing section
-        opt = yaml.safe_load(options.read_text())
-        del opt['logger']
-        options.write_text(yaml.safe_dump(opt))
     lines = run_checked(workdir, monkeypatch, capsys, '-opt', options.name, *force_yml)
     assert any(line.startswith(f'vfsr: error: {expected}') for line in lines), lines
 
