@@ -17,6 +17,7 @@ State-dict keys are the official ones (``uncertainty_estimator.<i>.{norm1,attn1,
 import torch
 from torch import nn
 
+from vfsr_arch.acceleration import float32_under_autocast
 from vfsr_arch.token_attention import GEGLUFeedForward, MultiHeadAttention
 from vfsr_arch.vqgan_arch import ResBlock
 
@@ -87,6 +88,7 @@ class KalmanFilter(nn.Module):
             nn.Conv2d(emb_dim, 1, kernel_size=1), nn.Sigmoid())
         self.apply(_init_weights)
 
+    @float32_under_autocast  # small (latent grid) and it weighs two estimates: not worth bf16 rounding
     def gain(self, latents: torch.Tensor) -> torch.Tensor:
         """Kalman gains of a clip from its measured latents: (b, t, c, h, w) -> (b, t, 1, h, w) in [0, 1]."""
         b, t, c, h, w = latents.shape
@@ -97,6 +99,7 @@ class KalmanFilter(nn.Module):
         return self.kalman_gain_calculator(uncertainty).view(b, t, 1, h, w)
 
     @staticmethod
+    @float32_under_autocast
     def update(measured: torch.Tensor, predicted: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         """Kalman update ``z_hat = (1 - gain) * measured + gain * predicted``; all (b, c, h, w), gain (b, 1, h, w)."""
         return (1 - gain) * measured + gain * predicted

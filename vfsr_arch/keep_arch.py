@@ -38,6 +38,7 @@ from basicsr.archs.spynet_arch import SpyNet
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from vfsr_arch.acceleration import float32_under_autocast
 from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.codeformer_arch import CodePrediction, SFTFusionBlock, check_latent_size, check_resolution_lists
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
@@ -69,7 +70,9 @@ LEGACY_MODULE_NAMES = {'cft_dict': 'cft', 'fuse_convs_dict': 'cft', 'cross_fuse'
 # ------------------------------------------------------------------------------------------------------------------
 class FrozenFlowEstimator(nn.Module):
     """A flow network (``model``) that is an input of KEEP, never trained: optional weights loaded strictly, no
-    gradients, always in eval mode."""
+    gradients, always in eval mode, and float32 under autocast: a flow in pixels of a 512 frame needs more than
+    bf16's 8 bits, and in bf16 GMFlow's matching changed flows by ~1 px, which flipped most codes of the next frame
+    (``benchmarks/bench_bf16_agreement.py``); it is ~22% of KEEP's work."""
 
     def __init__(self, model: nn.Module, weights_path, wrapper_keys: Sequence[str], published_at: str):
         super().__init__()
@@ -92,6 +95,7 @@ class GMFlowEstimator(FrozenFlowEstimator):
         super().__init__(GMFlow(**(gmflow_kwargs or {})), weights_path, ('model',), GMFLOW_RELEASES)
 
     @torch.no_grad()
+    @float32_under_autocast  # see FrozenFlowEstimator
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         source, target = ((frame + 1) / 2 * 255 for frame in (source, target))  # GMFlow takes [0, 255]
         return self.model(source, target, attn_splits_list=[2], corr_radius_list=[-1],
@@ -105,6 +109,7 @@ class SpyNetEstimator(FrozenFlowEstimator):
         super().__init__(SpyNet(load_path=None), weights_path, ('params',), SPYNET_RELEASES)
 
     @torch.no_grad()
+    @float32_under_autocast  # see FrozenFlowEstimator
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if min(source.shape[-2:]) < 64:
             raise ValueError(f'SpyNet needs frames of at least 64x64 (5 pooling levels), got '

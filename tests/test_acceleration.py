@@ -1,0 +1,119 @@
+"""Speed options (vfsr_arch/acceleration.py): under bf16 autocast KEEP and CodeFormer keep their precision-sensitive
+parts in float32, the float32 regions are exact without autocast, and compile / bf16 fall back with a one-line
+warning where they cannot run."""
+import math
+import warnings
+
+import vfsr_compat  # noqa: F401  (before basicsr)
+
+import pytest
+import torch
+from conftest import with_realistic_code_margins
+from test_codeformer_arch import randomized_tiny as randomized_tiny_codeformer
+from test_keep_arch import clip
+from test_keep_arch import randomized_tiny as randomized_tiny_keep
+
+from vfsr_arch.acceleration import (
+    compile_network,
+    float32_under_autocast,
+    inference_autocast,
+    precision_supported,
+)
+
+needs_bf16 = pytest.mark.skipif(not precision_supported('bf16', 'cpu'),
+                                reason='this CPU has no native bf16 (AVX512-BF16 / AMX)')
+
+
+def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """Images in [-1, 1]."""
+    mse = (output.float() - reference).square().mean().item()
+    return 10 * math.log10(4 / mse) if mse > 0 else math.inf
+
+
+# Issue 11 asks bf16 to keep >= 99.9% of the code choices and >= 40 dB against fp32. With random weights (code head
+# x20, the reference rule) that does not hold yet (benchmarks/bench_bf16_agreement.py, docs/benchmarks.md): bf16
+# convolutions perturb the latents by ~1.5%, which flips the codes of the positions with the smallest margins, and
+# KEEP's recurrence re-encodes the previous bf16 output. These tests pin what does hold: the precision-sensitive
+# parts run in float32 (flows exactly as in fp32), the heavy parts in bf16, and most codes agree.
+@needs_bf16
+def test_keep_in_bf16_keeps_flows_gains_and_logits_in_float32_and_the_anchor_codes():
+    model = with_realistic_code_margins(randomized_tiny_keep()).eval()
+    x = clip(3)
+
+    def run(precision):
+        with torch.no_grad(), inference_autocast(precision, 'cpu'):
+            measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])]
+            return model.restore(measurements), measurements
+
+    (fp32, fp32_measurements), (bf16, bf16_measurements) = run('fp32'), run('bf16')
+    assert bf16.logits.dtype == bf16.gains.dtype == torch.float32
+    for ours, reference in zip(bf16_measurements[1:], fp32_measurements[1:]):
+        assert torch.equal(ours.flow_to_previous, reference.flow_to_previous)  # GMFlow ran in float32
+    assert bf16.outputs.dtype == torch.bfloat16  # the generator ran in bf16
+    anchor_codes_equal = (bf16.logits[:, 0].argmax(-1) == fp32.logits[:, 0].argmax(-1)).float().mean()
+    assert anchor_codes_equal >= 0.95
+    assert psnr(bf16.outputs[:, 0], fp32.outputs[:, 0]) >= 15
+
+
+@needs_bf16
+def test_codeformer_in_bf16_keeps_the_logits_in_float32_and_most_codes():
+    model = with_realistic_code_margins(randomized_tiny_codeformer()).eval()
+    x = clip(1)[:, 0]
+
+    def run(precision):
+        with torch.no_grad(), inference_autocast(precision, 'cpu'):
+            return model(x, w=0.5, adain=True)[:2]
+
+    (_, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
+    assert bf16_logits.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    assert (bf16_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean() >= 0.9
+
+
+def test_float32_region_is_the_plain_function_without_autocast_and_float32_under_it():
+    @float32_under_autocast
+    def product(a, b, scale=1.0):
+        return a @ b * scale
+
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    assert torch.equal(product(a, b, scale=2.0), a @ b * 2.0)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert (a @ b).dtype == torch.bfloat16
+        result = product(a.bfloat16(), b, scale=2.0)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result, a.bfloat16().float() @ b * 2.0)
+
+
+def test_unknown_or_unsupported_precision():
+    with pytest.raises(ValueError, match='precision must be one of'):
+        inference_autocast('int8', 'cpu')
+    # fp16 autocast is for GPUs: on the CPU it is a one-line warning and the float32 path
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        context = inference_autocast('fp16', 'cpu')
+    assert len(caught) == 1 and 'running in fp32' in str(caught[0].message)
+    assert '\n' not in str(caught[0].message)
+    with context:
+        assert not torch.is_autocast_enabled('cpu')
+
+
+def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(monkeypatch):
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config.cpp, 'cxx', ('/nonexistent/c++',))
+    model = randomized_tiny_codeformer().eval()
+    x = clip(1)[:, 0]
+    with torch.no_grad():
+        expected = model(x, w=0.5)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        compiled = compile_network(model)
+    messages = [str(w.message) for w in caught if 'torch.compile' in str(w.message)]
+    assert len(messages) == 1 and 'running eagerly' in messages[0] and '\n' not in messages[0]
+    assert compiled is model and model._compiled_call_impl is None
+    with torch.no_grad():
+        assert torch.equal(compiled(x, w=0.5)[0], expected)
+
+
+def test_compile_disabled_returns_the_network_untouched():
+    model = randomized_tiny_codeformer()
+    assert compile_network(model, enabled=False) is model
+    assert all(module._compiled_call_impl is None for module in model.modules())

@@ -1,0 +1,104 @@
+"""Speed options shared by the networks, the benchmarks and the training models: bf16 autocast that keeps the
+precision-sensitive parts in float32, and ``torch.compile``, each falling back to the plain path with a one-line
+warning where the machine or the torch build cannot do it.
+
+* :func:`float32_under_autocast` marks a function whose result decides something discrete or geometric (the code
+  logits whose argmax picks the codebook entries, the Kalman gain, GMFlow's matching softmax and its flow): under
+  autocast it runs in float32 on float32 inputs; without autocast it is the plain function.
+* :func:`inference_autocast` is the autocast context for a precision name (``fp32``, ``bf16``, ``fp16``).
+* :func:`compile_network` wraps ``torch.compile`` (inductor) and returns the network unchanged where it cannot compile.
+"""
+import functools
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+from torch import nn
+
+AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def _to_float32(value):
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.float()
+    return value
+
+
+def float32_under_autocast(function: Callable) -> Callable:
+    """Decorator: under autocast (on the device of the first tensor argument) run ``function`` with autocast off and
+    its floating-point tensor arguments in float32; otherwise call it unchanged (bit-identical float32 path)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        device_type = next((value.device.type for value in (*args, *kwargs.values())
+                            if isinstance(value, torch.Tensor)), 'cpu')
+        if not torch.is_autocast_enabled(device_type):
+            return function(*args, **kwargs)
+        with torch.autocast(device_type, enabled=False):
+            return function(*map(_to_float32, args), **{key: _to_float32(value) for key, value in kwargs.items()})
+    return wrapper
+
+
+def precision_supported(precision: str, device: str) -> bool:
+    """Whether ``device`` ('cpu', 'cuda') computes ``precision`` natively: bf16 needs AVX512-BF16 or AMX on a CPU
+    (otherwise oneDNN emulates it, slower than float32), fp16 autocast is for GPUs."""
+    if precision == 'fp32':
+        return True
+    if device == 'cuda':
+        return torch.cuda.is_available() and (precision == 'fp16' or torch.cuda.is_bf16_supported())
+    if precision == 'bf16':
+        return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
+                                                         or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def inference_autocast(precision: str, device: str) -> AbstractContextManager:
+    """The autocast context for ``precision`` on ``device``; a one-line warning and no autocast (float32) where the
+    machine cannot compute that precision natively."""
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f'precision must be one of {list(AUTOCAST_DTYPES)}, got {precision!r}')
+    if AUTOCAST_DTYPES[precision] is None:
+        return nullcontext()
+    if not precision_supported(precision, device):
+        warnings.warn(f'{precision} is not supported natively on this {device} (torch {torch.__version__}); '
+                      f'running in fp32', stacklevel=2)
+        return nullcontext()
+    return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
+
+
+def compiler_available() -> str | None:
+    """None if ``torch.compile`` (inductor) builds and runs a kernel on this machine, else why not (one line). It
+    compiles a one-line function once: a few seconds."""
+    try:
+        import torch._dynamo
+        torch._dynamo.reset()
+        probe = torch.compile(lambda x: torch.sigmoid(x) * 2, backend='inductor')
+        probe(torch.ones(8))
+        return None
+    except Exception as error:  # a missing C++ compiler, an unsupported platform or build: all mean "run eagerly"
+        return f'{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ""}'[:300]
+
+
+def compile_network(network: nn.Module, enabled: bool = True, **compile_kwargs) -> nn.Module:
+    """Compile the submodules of ``network`` in place with ``torch.compile`` (inductor) and return it; where this torch
+    build or machine cannot compile, a one-line warning and ``network`` unchanged.
+
+    Each child module (each entry of a ``ModuleList``/``ModuleDict``/``Sequential``, which the networks often
+    iterate themselves) is compiled with ``nn.Module.compile``, so
+    the network keeps its class, its methods (``KEEP.step``, ``restore_video``) and its state_dict keys, and the
+    Python control flow around the heavy parts (KEEP's recurrence over frames) stays eager. Later failures inside
+    a graph fall back to eager for that graph (``torch._dynamo.config.suppress_errors``).
+    """
+    if not enabled:
+        return network
+    reason = compiler_available()
+    if reason is not None:
+        warnings.warn(f'torch.compile cannot compile here ({reason}); running eagerly', stacklevel=2)
+        return network
+    import torch._dynamo
+    torch._dynamo.config.suppress_errors = True
+    for child in network.children():
+        for module in (child.values() if isinstance(child, nn.ModuleDict) else
+                       child if isinstance(child, (nn.ModuleList, nn.Sequential)) else [child]):
+            module.compile(**compile_kwargs)
+    return network
