@@ -10,18 +10,20 @@ EXPECTED = {
              'VQGANDiscriminator', 'VidFace'],
     'dataset': ['TUFS145KDataset', 'TUFS145KTestDataset', 'VFHQClipDataset', 'VFHQImageDataset',
                 'VideoClipTestDataset'],
-    'model': ['KEEPGANModel', 'KEEPModel', 'VQGANModel', 'VidFaceModel'],
+    'model': ['KEEPGANModel', 'KEEPModel', 'VQGANModel', 'VidFaceModel', 'VideoRestorationModel'],
     'loss': ['LPIPSLoss', 'LandmarkSmoothL1Loss'],
+    'metric': ['calculate_akd', 'calculate_ids', 'calculate_landmark_jitter', 'calculate_lpips', 'calculate_sigma_akd',
+               'calculate_sigma_ids', 'calculate_warping_error'],
 }
 
 # A fresh interpreter: the plugin first (as train.py does), then all of BasicSR's own registering packages (a name
 # registered twice raises there), then the plugin again (a no-op: each module registers once).
 PROBE = """
-import vfsr_arch, vfsr_data, vfsr_models
+import vfsr_arch, vfsr_data, vfsr_models, vfsr_eval
 import basicsr.archs, basicsr.data, basicsr.losses, basicsr.metrics, basicsr.models
-import importlib, vfsr_arch, vfsr_data, vfsr_models
+import importlib, vfsr_arch, vfsr_data, vfsr_models, vfsr_eval
 from basicsr.utils import registry
-for name in ('ARCH', 'DATASET', 'MODEL', 'LOSS'):
+for name in ('ARCH', 'DATASET', 'MODEL', 'LOSS', 'METRIC'):
     table = getattr(registry, name + '_REGISTRY')
     own = sorted(key for key, cls in table._obj_map.items() if cls.__module__.split('.')[0].startswith('vfsr'))
     print(table._name, ','.join(own))
