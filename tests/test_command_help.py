@@ -1,6 +1,6 @@
 """Every command's ``--help`` works without other arguments and explains every flag: the console scripts of
 setup.py, ``python train.py`` / ``python test.py`` and every ``python -m datasets_prep.<script>`` (these two kinds
-also show examples).
+also show examples). The prep scripts' expected problems end in one line with exit code 2, writing nothing.
 
 They run in this process (``runpy`` as ``python -m`` / ``python script.py`` would, the console scripts through the
 function setup.py names), so the whole list costs no interpreter start; tests/test_option_checks.py runs the
@@ -71,3 +71,44 @@ def test_repo_script_help(script, monkeypatch, capsys):
     for flag in ('-opt', '--launcher', '--debug', '--local_rank', '--force_yml'):
         assert flag in text
     assert ('--auto_resume' in text) == (script == 'train.py'), 'resuming applies to training only'
+
+
+def run_prep(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """``python -m datasets_prep.<script> *args`` in this process: (exit code, stderr)."""
+    monkeypatch.setattr(sys, 'argv', [script, *args])
+    monkeypatch.delitem(sys.modules, f'datasets_prep.{script}', raising=False)
+    try:
+        runpy.run_module(f'datasets_prep.{script}', run_name='__main__')
+        code = 0
+    except SystemExit as stopped:
+        code = stopped.code
+    return code, capsys.readouterr().err
+
+
+def test_prep_script_problems_are_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_prep('make_synthetic_vfhq', '--output', 'raw', '--clips', '1', '--frames', '2', '--frame-size', '64',
+                    monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    assert run_prep('make_degraded_testset', '--gt', 'raw/frames', '--output', 'lq', '--max-frames', '1',
+                    monkeypatch=monkeypatch, capsys=capsys)[0] == 0
+    cases = [
+        (('make_synthetic_vfhq', '--output', 'raw'), 'raw already exists; remove it or pass --overwrite'),
+        (('make_clip_lmdb', '--input', 'missing', '--output', 'out.lmdb'), 'clip root missing is not a folder'),
+        (('make_clip_lmdb', '--input', 'raw/frames', '--output', 'out'), 'the LMDB path must end with .lmdb'),
+        (('make_tufs_lmdb', 'missing', 'out.lmdb'), 'missing is not a folder'),
+        (('align_vfhq_clips', '--frames', 'raw/frames', '--annotations', 'missing', '--output', 'aligned'),
+         'annotation folder missing is not a folder'),
+        (('convert_tufs_landmarks', '--input', 'missing.pickle', '--output', 'out.npz'),
+         'missing.pickle: No such file or directory'),
+        (('make_degraded_testset', '--gt', 'raw/frames', '--output', 'lq', '--max-frames', '1', '--seed', '1'),
+         'lq was made with other settings (seed differ, see lq/degradation.json)'),
+        (('make_degraded_testset', '--gt', 'raw/frames', '--output', 'lq2', '--options', '{crf'),
+         '--options is not a JSON object'),
+    ]
+    before = sorted(tmp_path.rglob('*'))
+    for (script, *args), message in cases:
+        code, stderr = run_prep(script, *args, monkeypatch=monkeypatch, capsys=capsys)
+        assert code == 2, (script, args, stderr)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f'python -m datasets_prep.{script}: error: {message}'), lines
+    assert sorted(tmp_path.rglob('*')) == before, 'nothing is written'
