@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
+from vfsr_data.clip_frames import IMAGE_EXTENSIONS
 
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7
@@ -166,7 +167,10 @@ def write_sequence(video: Path, target: Path, snapshots: list[TrackedFace], crop
 
 
 def clip_and_sequence(video: Path, videos_root: Path) -> tuple[str, str]:
+    """``<clip>`` from the folders above the video (or its name at the top level), ``<seq>`` from its name."""
     relative = video.relative_to(videos_root)
+    if not relative.parts:  # a frames folder given as the root itself
+        return video.name, '0001'
     clip = '_'.join(relative.parent.parts) or video.stem
     return clip, video.stem if relative.parent.parts else '0001'
 
@@ -198,19 +202,29 @@ def write_index_files(output: Path, test_fraction: float) -> int:
     return len(sequences)
 
 
+def find_sources(root: Path, frame_folders: bool, extensions: tuple[str, ...]) -> list[Path]:
+    """Video files under ``root`` (by extension), or with ``frame_folders`` the folders holding frame images."""
+    if frame_folders:
+        return sorted({path.parent for path in root.rglob('*') if path.suffix.lower() in IMAGE_EXTENSIONS})
+    return sorted(path for path in root.rglob('*') if path.suffix.lower() in extensions and path.is_file())
+
+
 def make_tufs(videos_root: str | Path, output: str | Path, detector: str = 'mtcnn', weights_dir='weights',
               device: str = 'cpu', min_face_size: float = 40, crop_scale: float = 1.3, test_fraction: float = 0.1,
-              extensions: tuple[str, ...] = VIDEO_EXTENSIONS, progress: bool = True) -> dict:
-    """Build the TUFs layout under ``output`` from every video under ``videos_root``; returns
-    {'sequences': count written in total, 'skipped': {video: reason}}."""
+              extensions: tuple[str, ...] = VIDEO_EXTENSIONS, frame_folders: bool = False,
+              progress: bool = True) -> dict:
+    """Build the TUFs layout under ``output`` from every video under ``videos_root`` (with ``frame_folders``:
+    every folder of frame images, one per video); returns {'sequences': count written in total, 'skipped':
+    {video: reason}}."""
     from vfsr_restore.face_detection import build_face_detector
 
     videos_root, output = Path(videos_root), Path(output)
     if not videos_root.is_dir():
-        raise FileNotFoundError(f'--videos {videos_root}: no such folder')
-    videos = sorted(path for path in videos_root.rglob('*') if path.suffix.lower() in extensions and path.is_file())
+        raise FileNotFoundError(f'{videos_root}: no such folder')
+    videos = find_sources(videos_root, frame_folders, extensions)
     if not videos:
-        raise ValueError(f'--videos {videos_root}: no video files ({", ".join(extensions)})')
+        what = 'folders of frame images' if frame_folders else f'video files ({", ".join(extensions)})'
+        raise ValueError(f'{videos_root}: no {what}')
     face_detector = build_face_detector(detector, weights_dir=weights_dir, device=device)
     output.mkdir(parents=True, exist_ok=True)
     skipped = {}

@@ -4,6 +4,7 @@ import json
 
 import vfsr_compat  # noqa: F401  (before basicsr)
 
+import cv2
 import numpy as np
 import pytest
 from basicsr.utils.registry import DATASET_REGISTRY
@@ -70,5 +71,24 @@ def test_rerun_resumes_and_bad_input_is_one_line(tufs, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
-        f'python -m datasets_prep.make_tufs: error: --videos {tmp_path / "absent"}: no such folder']
+        f'python -m datasets_prep.make_tufs: error: {tmp_path / "absent"}: no such folder']
     assert not (tmp_path / 'out').exists()
+
+
+def test_make_ijbc_builds_the_test_layout_from_frame_folders(tmp_path, monkeypatch, capsys):
+    from datasets_prep import make_ijbc
+    from datasets_prep.make_face_video import render_frames
+
+    folder = tmp_path / 'frames' / 'subject7' / 'video3'
+    folder.mkdir(parents=True)
+    spec = VideoSpec(width=160, height=128, frames=FRAMES, audio_rate=None,
+                     faces=[FacePath(60, (0.6, 0.45), (0.4, 0.5))])
+    for index, (image, _) in enumerate(render_frames(spec)):
+        cv2.imwrite(str(folder / f'{index:05d}.png'), image)
+    monkeypatch.setattr('sys.argv', ['make_ijbc', '--frames', str(tmp_path / 'frames'), '--output',
+                                     str(tmp_path / 'ijbc')])
+    make_ijbc.main()
+    assert capsys.readouterr().out.strip().endswith('1 sequences in ' + str(tmp_path / 'ijbc'))
+    assert (tmp_path / 'ijbc' / 'meta_info_test.txt').read_text() == 'subject7/video3\n'
+    assert sorted(path.name for path in (tmp_path / 'ijbc' / 'subject7' / 'video3').glob('im*.png')) == [
+        f'im{i}.png' for i in range(1, 8)]

@@ -1,0 +1,43 @@
+"""Build VidFace's IJB-C test set in the TUFs-145K layout from IJB-C's video frames, the same way ``make_tufs``
+builds TUFs clips from videos (detection, tracking, 7 snapshots by quality and pose variety, 128x96 crops with 5
+landmarks; see ``datasets_prep/make_tufs.py`` for what is approximated).
+
+Input: one folder of frame images per video, at any depth under ``--frames`` (IJB-C ships its video frames as
+single images; its metadata names the video of each frame: copy or link each video's frames into a folder of its
+own first, e.g. ``<frames>/<subject id>/<video id>/<frame>.png``). Frames are read in file-name order. Output as
+``make_tufs`` (``<clip>`` = the folders above the video folder joined by '_', ``<seq>`` = the video folder's
+name); every sequence is listed in ``meta_info_test.txt`` (IJB-C is a test set), the layout that
+``options/test_vidface_ijbc.yml`` reads. Resumable; each sequence is written atomically.
+
+Example::
+
+    python -m datasets_prep.make_ijbc --frames datasets/IJBC/video_frames --output datasets/IJBC/test
+"""
+from datasets_prep.cli import ScriptParser, run_script
+from datasets_prep.make_tufs import make_tufs
+
+
+def main():
+    parser = ScriptParser(__file__, __doc__)
+    parser.add_flag('--frames', required=True, help='root of the per-video frame folders (searched recursively)')
+    parser.add_flag('--output', required=True, help='root of the TUFs layout (resumed when it exists)')
+    parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
+                    help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
+    parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')
+    parser.add_flag('--device', default='cpu', help='device of the detector (default cpu)')
+    parser.add_flag('--min-face-size', type=float, default=24,
+                    help='smallest face side in pixels (default 24: IJB-C faces are often small)')
+    parser.add_flag('--crop-scale', type=float, default=1.3, help='crop width / face box width (default 1.3)')
+
+    def make(args):
+        result = make_tufs(args.frames, args.output, args.detector, args.weights_dir, args.device,
+                           args.min_face_size, args.crop_scale, test_fraction=1.0, frame_folders=True)
+        for video, reason in result['skipped'].items():
+            print(f'skipped {video}: {reason}')
+        print(f'{result["sequences"]} sequences in {args.output}')
+
+    run_script(parser, make)
+
+
+if __name__ == '__main__':
+    main()
