@@ -61,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                        'detection_Resnet50_Final.pth in --weights-dir)')
     faces.add_argument('--faces', default='all', help='which faces: all, largest, center (one face, kept until its '
                        'track ends) or track ids such as 1,3 (see the report or --debug)')
-    faces.add_argument('--min-face-size', type=float, default=16, help='smallest face (pixels, box side) that '
-                       'starts a track')
+    faces.add_argument('--min-face-size', type=float, default=24, help='smallest face (pixels, box side) that '
+                       'starts a track; frames are shrunk for detection no further than keeps it detectable')
+    faces.add_argument('--detect-max-side', type=int, default=640, help='frames are shrunk to this long side for '
+                       'detection (faster), within the --min-face-size limit; 0: full size')
     faces.add_argument('--min-score', type=float, default=0.9, help='smallest detector confidence kept')
     faces.add_argument('--detector-batch', type=int, default=8, help='frames per detection batch')
     faces.add_argument('--smoothing', default='gaussian', choices=['gaussian', 'causal', 'none'],
@@ -211,6 +213,7 @@ def _settings(args, parser) -> RestoreSettings:
     return RestoreSettings(
         model=args.model, upscale=args.upscale, faces=args.faces, min_face_size=args.min_face_size,
         detector=args.detector, detector_batch=args.detector_batch, min_score=args.min_score,
+        detect_max_side=args.detect_max_side or 10 ** 9,
         smoothing=args.smoothing, sigma=args.sigma, ema=args.ema, max_gap=args.max_gap, fade=args.fade,
         scene_threshold=args.scene_threshold, start=args.start, end=args.end, segment_frames=args.segment_frames,
         encoder=EncoderSettings(args.codec, args.crf, args.preset, args.pix_fmt), compare=args.compare,
@@ -224,10 +227,8 @@ def _networks(args, settings: RestoreSettings):
 
     FaceSelection(settings.faces)  # checks the --faces value before anything is loaded
     device = resolve_device(args.device)
-    # MTCNN searches faces down to --min-face-size (fewer pyramid levels, faster, for larger minimum sizes)
-    sizes = {'min_face_size': max(12, round(settings.min_face_size))} if settings.detector == 'mtcnn' else {}
     detector = build_face_detector(settings.detector, args.weights_dir, device, batch_size=settings.detector_batch,
-                                   min_score=settings.min_score, **sizes)
+                                   min_score=settings.min_score)
     extra = settings.fingerprint_extra
     restorer = build_restorer(args.model, extra['network_g'], args.weights, args.weights_dir, device,
                               args.precision, args.fidelity, args.max_length, args.keep_restart, args.random_weights)

@@ -75,6 +75,9 @@ class FaceDetector:
         """Faces of each image of a (N, H, W, 3) RGB uint8 batch (no score filtering)."""
         raise NotImplementedError
 
+    def search_down_to(self, pixels: float) -> None:
+        """Faces smaller than ``pixels`` need not be found (a detector may then skip work)."""
+
 
 class MTCNNDetector(FaceDetector):
     """facenet-pytorch's MTCNN with the weights its wheel ships. ``min_face_size``: the smallest face searched for
@@ -100,6 +103,9 @@ class MTCNNDetector(FaceDetector):
         # facenet-pytorch's defaults: stage thresholds and pyramid factor.
         self.thresholds = (0.6, 0.7, 0.7)
         self.factor = 0.709
+
+    def search_down_to(self, pixels):
+        self.min_face_size = max(12, round(pixels))  # MTCNN's smallest detectable face is 12 pixels
 
     def detect_batch(self, images):
         if min(images.shape[1:3]) < self.min_face_size:  # no pyramid level fits: no face can be found

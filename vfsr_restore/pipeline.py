@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from vfsr_restore.compositing import Compositor, warp_crop
+from vfsr_restore.face_detection import DetectedFace
 from vfsr_restore.face_plan import FacePlanner, PlannedFace
 from vfsr_restore.media import (
     EncoderSettings,
@@ -54,9 +55,10 @@ class RestoreSettings:
     model: str = 'keep'
     upscale: int = 1
     faces: str = 'all'
-    min_face_size: float = 16.0
+    min_face_size: float = 24.0
     detector: str = 'mtcnn'
     detector_batch: int = 8
+    detect_max_side: int = 640
     min_score: float = 0.9
     smoothing: str = 'gaussian'
     sigma: float = 2.0
@@ -200,6 +202,8 @@ class SegmentRestorer:
         self.cuts = SceneCutDetector(settings.scene_threshold)
         self.planner = FacePlanner(settings.smoothing, settings.sigma, settings.ema, settings.max_gap, settings.fade)
         self.compositor = Compositor(settings.upscale)
+        self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
+        detector.search_down_to(settings.min_face_size * self.detect_scale)
         self.emit = emit
         self.batch: list[Frame] = []
         self.pending: dict[int, PendingFrame] = {}
@@ -231,7 +235,9 @@ class SegmentRestorer:
         if not self.batch:
             return
         with self.timer.timed('detect'):
-            detections = self.detector.detect([frame.image for frame in self.batch])
+            detections = self.detector.detect([self._detection_image(frame.image) for frame in self.batch])
+            if self.detect_scale != 1:
+                detections = [[rescaled_face(face, 1 / self.detect_scale) for face in faces] for faces in detections]
         for frame, faces in zip(self.batch, detections):
             with self.timer.timed('track'):
                 cut = self.cuts.is_cut(frame.image)
@@ -244,6 +250,12 @@ class SegmentRestorer:
                 plans = self.planner.push(frame.index, {track: face.landmarks for track, face in chosen.items()}, cut)
             self._apply_plans(plans)
         self.batch = []
+
+    def _detection_image(self, image: np.ndarray) -> np.ndarray:
+        if self.detect_scale == 1:
+            return image
+        size = (round(image.shape[1] * self.detect_scale), round(image.shape[0] * self.detect_scale))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _apply_plans(self, plans) -> None:
         for frame_index, planned in plans:
@@ -284,6 +296,18 @@ class SegmentRestorer:
         with self.timer.timed('restore'):
             results = self.restorer.end_track(track)
         self._collect(results)
+
+
+def detection_scale(width: int, height: int, max_side: int, min_face_size: float, smallest: float = 12) -> float:
+    """The factor frames are shrunk by for detection: down to ``max_side`` pixels on the long side, but never so far
+    that a face of ``min_face_size`` becomes smaller than ``smallest`` pixels (the detector's limit)."""
+    return min(1.0, max(max_side / max(width, height), smallest / max(min_face_size, smallest)))
+
+
+def rescaled_face(face: DetectedFace, factor: float) -> DetectedFace:
+    """A detection in an image resized by 1/``factor`` moved back to the full-size frame (pixel centres kept)."""
+    box = (face.box + 0.5) * factor - 0.5
+    return DetectedFace(box.astype(np.float32), ((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), face.score)
 
 
 def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
