@@ -48,6 +48,8 @@ def test_killed_run_resumes_to_the_same_file(tmp_path):
 
     assert main([str(source), '-o', str(output), *options]) == 0
     assert output.read_bytes() == (tmp_path / 'whole.mp4').read_bytes()
+    report = json.loads((tmp_path / 'resumed.mp4.json').read_text())
+    assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 15}}  # one id through the 8 segments
     assert (tmp_path / 'resumed_compare.mp4').read_bytes() == (tmp_path / 'whole_compare.mp4').read_bytes()
     assert not manifest.parent.exists()
 

@@ -6,9 +6,9 @@ worker thread and encoding runs behind in another. Peak memory therefore depends
 and the chunk length, never on the length of the video.
 
 Resume: the output is encoded in segments of ``segment_frames`` frames (``.<output name>.vfsr-work/``) with a small
-manifest. Every segment starts from a clean state (tracks, smoothing and restorer state reset, like a scene cut), so
-rerunning the same command after a crash skips the finished segments and the final file is identical to an
-uninterrupted run's. The final file is muxed under a temporary name and renamed; the work folder is then removed.
+manifest. Every segment restarts smoothing and the restorer from a clean state and takes the open tracks from the
+manifest, so rerunning the same command after a crash skips the finished segments and the final file is identical
+to an uninterrupted run's. The final file is muxed under a temporary name and renamed; the work folder is then removed.
 """
 import hashlib
 import json
@@ -191,15 +191,20 @@ class PendingFrame:
 
 
 class SegmentRestorer:
-    """Restore one segment of frames from a clean state and feed the composited frames to ``emit``."""
+    """Restore one segment of frames and feed the composited frames to ``emit``. Tracks (ids), the face selection and
+    the scene-cut reference continue from the previous segment (``carried``); smoothing and the restorer's state
+    start afresh."""
 
     def __init__(self, settings: RestoreSettings, detector, restorer, info: MediaInfo, timer: StageTimer,
-                 next_track_id: int, emit):
+                 carried: dict | None, emit):
         self.settings, self.detector, self.restorer, self.info, self.timer = settings, detector, restorer, info, timer
         self.tracker = FaceTracker(settings.min_face_size, settings.max_gap)
-        self.tracker.next_id = next_track_id
         self.selection = FaceSelection(settings.faces)
         self.cuts = SceneCutDetector(settings.scene_threshold)
+        if carried:  # what the previous segment hands on: open tracks (stable ids), chosen face, last image
+            self.tracker.load_state(carried['tracker'])
+            self.selection.current = carried['selected']
+            self.cuts.is_cut(carried['last_image'])
         self.planner = FacePlanner(settings.smoothing, settings.sigma, settings.ema, settings.max_gap, settings.fade)
         self.compositor = Compositor(settings.upscale)
         self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
@@ -357,11 +362,9 @@ def output_paths(output: Path, settings: RestoreSettings) -> dict[str, Path]:
 
 
 def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSettings, detector, restorer,
-                 report_path: str | Path | None = None, progress: bool = False, stop_after_segments: int | None = None
-                 ) -> dict:
+                 report_path: str | Path | None = None, progress: bool = False) -> dict:
     """Restore one input (video, frames folder or image) into ``output``; returns the report (also written as
-    JSON to ``report_path``, default ``<output>.json``). ``stop_after_segments`` (tests of resume) stops, as a
-    crash would, after that many segments of this run."""
+    JSON to ``report_path``, default ``<output>.json``)."""
     started = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     info = probe(input_path)
@@ -387,19 +390,19 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
 
     try:
         return _restore_video(info, output, settings, detector, restorer, timer, report_path, progress,
-                              stop_after_segments, started, work, manifest, done, outputs, width, height)
+                              started, work, manifest, done, outputs, width, height)
     except MediaError:
         shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
         raise
 
 
-def _restore_video(info, output, settings, detector, restorer, timer, report_path, progress, stop_after_segments,
-                   started, work, manifest, done, outputs, width, height) -> dict:
+def _restore_video(info, output, settings, detector, restorer, timer, report_path, progress, started, work, manifest,
+                   done, outputs, width, height) -> dict:
     input_path, manifest_path = info.path, work / 'manifest.json'
     frames = threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer))
-    segment_index, frames_in, processed_segments = 0, 0, 0
+    segment_index, frames_in = 0, 0
     first_pts = None
-    next_track_id = 1
+    carried = None
     iterator = iter(frames)
     bar = _progress_bar(progress, info, input_path)
     while True:
@@ -413,16 +416,14 @@ def _restore_video(info, output, settings, detector, restorer, timer, report_pat
         frames_in += len(segment_frames)
         first_pts = segment_frames[0].pts if first_pts is None else first_pts
         if segment_index in done:
-            next_track_id = done[segment_index]['next_track_id']
+            carried = {'tracker': done[segment_index]['tracker'], 'selected': done[segment_index]['selected']}
         else:
-            if stop_after_segments is not None and processed_segments >= stop_after_segments:
-                raise KeyboardInterrupt('stopped as asked (stop_after_segments)')
             record = _restore_segment(segment_index, segment_frames, first_pts, work, outputs, info, settings,
-                                      detector, restorer, timer, next_track_id, width, height)
-            next_track_id = record['next_track_id']
+                                      detector, restorer, timer, carried, width, height)
+            carried = {'tracker': record['tracker'], 'selected': record['selected']}
             manifest['segments'].append(record)
             write_json_atomic(manifest_path, manifest)
-            processed_segments += 1
+        carried['last_image'] = segment_frames[-1].image
         if bar is not None:
             bar.update(len(segment_frames))
         segment_index += 1
@@ -468,7 +469,7 @@ def _progress_bar(progress: bool, info: MediaInfo, path: Path):
 
 
 def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, info, settings, detector, restorer,
-                     timer, next_track_id, width, height) -> dict:
+                     timer, carried, width, height) -> dict:
     """Restore and encode one segment into its files (named in the returned manifest record)."""
     files = {kind: f'{kind}_{segment_index:05d}.mp4' for kind in outputs}
     partials = {kind: work / f'.{name}.partial' for kind, name in files.items()}
@@ -488,7 +489,7 @@ def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, in
         duration = record.frame.duration
         worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
 
-    segment = SegmentRestorer(settings, detector, restorer, info, timer, next_track_id, emit)
+    segment = SegmentRestorer(settings, detector, restorer, info, timer, carried, emit)
     try:
         for frame in segment_frames:
             segment.push(frame)
@@ -506,7 +507,7 @@ def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, in
         partial.replace(work / files[kind])
     return {'index': segment_index, 'first_frame': segment_frames[0].index, 'frames': len(segment_frames),
             'pts': pts_list, 'last_duration': segment_frames[-1].duration, 'files': files,
-            'next_track_id': segment.tracker.next_id, 'tracks': segment.track_ranges,
+            'tracker': segment.tracker.state(), 'selected': segment.selection.current, 'tracks': segment.track_ranges,
             'scene_cuts': segment.scene_cuts, 'faces_restored': segment.faces_restored}
 
 
@@ -541,7 +542,7 @@ def _restore_image(info, output, settings, detector, restorer, timer, report_pat
     """One image: restored as a one-frame video would be, written as an image (format from ``output``)."""
     frame = next(read_frames(info))
     results = []
-    segment = SegmentRestorer(settings, detector, restorer, info, timer, 1,
+    segment = SegmentRestorer(settings, detector, restorer, info, timer, None,
                               lambda record, image: results.append((record, image)))
     segment.push(frame)
     segment.finish()

@@ -44,8 +44,23 @@ class FaceTracker:
         self.next_id = 1
 
     def reset(self) -> None:
-        """Close every track (scene cut, segment start); ids keep counting."""
+        """Close every track (scene cut); ids keep counting."""
         self.tracks = {}
+
+    def state(self) -> dict:
+        """The open tracks and the next id, as plain JSON values (saved between resumable segments)."""
+        return {'next_id': self.next_id, 'tracks': [
+            {'id': track.id, 'box': track.face.box.tolist(), 'landmarks': track.face.landmarks.tolist(),
+             'score': track.face.score, 'first_frame': track.first_frame, 'last_frame': track.last_frame}
+            for track in self.tracks.values()]}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`."""
+        self.next_id = state['next_id']
+        self.tracks = {item['id']: Track(item['id'], DetectedFace(np.array(item['box'], np.float32),
+                                                                   np.array(item['landmarks'], np.float32),
+                                                                   item['score']),
+                                         item['first_frame'], item['last_frame']) for item in state['tracks']}
 
     def update(self, frame_index: int, faces: list[DetectedFace]) -> dict[int, DetectedFace]:
         for track_id in [tid for tid, track in self.tracks.items() if frame_index - track.last_frame > self.max_gap]:
