@@ -16,6 +16,7 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | ``torch.distributed.launch`` passes ``--local-rank``           | :func:`accept_local_rank_dash`       |
 | a kill during ``torch.save`` leaves a truncated checkpoint     | :func:`atomic_checkpoints`           |
 | facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
+| ``flow_warp`` calls ``torch.meshgrid`` without ``indexing``    | :func:`flow_warp_meshgrid_indexing`  |
 | facexlib arcface init calls ``.to('cuda')``; facexlib downloads | :func:`facexlib_offline_any_device`  |
 """
 import functools
@@ -238,6 +239,18 @@ def facexlib_without_np_float():
     awing_arch.np = numpy_with_float
 
 
+def flow_warp_meshgrid_indexing():
+    """basicsr's ``flow_warp`` (GMFlow's refinement, KEEP's warping, basicsr's video networks) calls
+    ``torch.meshgrid`` without ``indexing``, a warning on every call. Its module gets a ``torch`` whose ``meshgrid``
+    passes ``indexing='ij'``, the grid it builds today, so the results are unchanged."""
+    from basicsr.archs import arch_util
+
+    torch_with_ij_meshgrid = types.ModuleType('torch_with_ij_meshgrid', "torch, with meshgrid's indexing='ij'")
+    torch_with_ij_meshgrid.__getattr__ = lambda name: getattr(torch, name)
+    torch_with_ij_meshgrid.meshgrid = functools.partial(torch.meshgrid, indexing='ij')
+    arch_util.torch = torch_with_ij_meshgrid
+
+
 class MissingWeightsError(FileNotFoundError):
     """A pretrained weights file is not where it was expected; nothing is ever downloaded."""
 
@@ -296,6 +309,7 @@ def apply_all():
     accept_local_rank_dash()
     atomic_checkpoints()
     facexlib_without_np_float()
+    flow_warp_meshgrid_indexing()
     facexlib_offline_any_device()
 
 

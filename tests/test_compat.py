@@ -4,6 +4,7 @@ The CPU validation, gloo, resume and ``--local-rank`` fixes are exercised end to
 """
 import io
 import sys
+import warnings
 
 import vfsr_compat
 
@@ -116,6 +117,18 @@ def test_interrupted_checkpoint_write_leaves_no_file(tmp_path, monkeypatch):
     model.save_training_state(epoch=0, current_iter=6)
     assert torch.load(tmp_path / '6.state', weights_only=True)['iter'] == 6
     assert sorted(path.name for path in tmp_path.iterdir()) == ['6.state']
+
+
+def test_flow_warp_builds_its_grid_without_a_meshgrid_warning():
+    from basicsr.archs.arch_util import flow_warp
+
+    image = torch.rand(1, 3, 5, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        still = flow_warp(image, torch.zeros(1, 5, 7, 2))
+        shifted = flow_warp(image, torch.ones(1, 5, 7, 2))  # each pixel samples one to the right and one down
+    torch.testing.assert_close(still, image)
+    torch.testing.assert_close(shifted[..., :-1, :-1], image[..., 1:, 1:])
 
 
 def test_facexlib_awing_decoder_runs_on_numpy_2():
