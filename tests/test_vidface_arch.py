@@ -109,7 +109,7 @@ def test_distance_encoding_is_l1_normalised_euclidean_distance():
     distances = encoding(landmarks)[0]  # (12, 5)
     assert distances.shape == (12, 5)
     assert torch.allclose(distances.sum(-1), torch.ones(12))
-    assert distances[0, 0] < 1e-5  # landmark 0 sits on the centre of token (0, 0)
+    assert distances[0, 0] < 1e-5  # landmark 0 at (-0.5, -0.5): token (0, 0)'s position, its corner (official grid)
     token_xy = torch.tensor([1 / 3 - 0.5, 2 / 4 - 0.5])  # token (2, 1)
     raw = (token_xy - landmarks.detach().view(5, 2)).norm(dim=-1)
     assert torch.allclose(distances[2 * 3 + 1], raw / raw.sum())

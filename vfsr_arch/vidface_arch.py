@@ -171,7 +171,8 @@ class LandmarkPositionEncoding(nn.Module):
     """Encodes where every token lies relative to the five landmarks of its snapshot.
 
     Landmarks (b*t, 10) are interleaved (x, y) pairs in [-0.5, 0.5] of the image width/height; token (i, j) of the
-    h x w grid sits at (j / w - 0.5, i / h - 0.5). Returns (b*t, h*w, channels):
+    h x w grid sits at (j / w - 0.5, i / h - 0.5), the top-left corner of its pixel, not its centre (official). Returns
+    (b*t, h*w, channels):
 
     * ``'offset'`` (official, 10 channels): ``(x_token - x_k, y_token - y_k)`` for each landmark k.
     * ``'distance'`` (paper, eq. 3; 5 channels): the Euclidean distance from the token to each landmark, divided by
