@@ -32,11 +32,13 @@ from benchmarks.harness import (  # noqa: E402
 OFFICIAL_FP32_2_THREADS_S = 5.40  # official CodeFormer, 512x512, this machine type (../shared/README.md)
 
 
-def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads: int, fidelity: float) -> dict:
+def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads: int, fidelity: float,
+            compile: bool = False) -> dict:
     """Run in this process: build, warm up, time ``runs`` forwards. ``layout`` 'cl' puts weights and input in
-    channels_last."""
+    channels_last; ``compile`` compiles the submodules (inductor)."""
     import torch
 
+    from vfsr_arch.acceleration import compile_network, inference_autocast
     from vfsr_arch.codeformer_arch import CodeFormer
 
     torch.set_num_threads(threads)
@@ -50,11 +52,10 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
     if layout == 'cl':
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    autocast_dtype = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dtype]
+    model = compile_network(model, compile)
 
     def forward(index=0):
-        with torch.no_grad(), torch.autocast(device, dtype=autocast_dtype or torch.float32,
-                                             enabled=autocast_dtype is not None):
+        with torch.no_grad(), inference_autocast(dtype, device):
             out, logits, _ = model(x, w=fidelity, adain=True)
         if device == 'cuda':
             torch.cuda.synchronize()
@@ -64,13 +65,14 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     base_mb = memory_in_use_mb(device)
-    (out, codes), times, cpu_times, against = timed_runs_against_limits(forward, runs, device, dtype)
+    (out, codes), times, cpu_times, against = timed_runs_against_limits(forward, runs, device, dtype, compile)
     peak_mb = peak_memory_mb(device) - base_mb
     result = dict(device=device, dtype=dtype, layout=layout, size=size, threads=threads,
                   median_s=statistics.median(times), times_s=times,
                   cpu_s_per_thread=statistics.median(cpu_times) / threads, peak_mb=peak_mb,
                   limits_gflop_per_s=against['limits'],
-                  **speed_report(against['work']['total'], statistics.median(times), against['limits']))
+                  **speed_report(against['work']['total'], statistics.median(times), against['limits'],
+                                 statistics.median(cpu_times) / threads))
     if dtype != 'fp32':
         with torch.no_grad():
             reference, reference_logits, _ = model(x.float(), w=fidelity, adain=True)
@@ -88,11 +90,12 @@ def main():
     parser.add_argument('--w', type=float, default=0.5, help='fidelity weight (inference default 0.5)')
     parser.add_argument('--configs', nargs='*',
                         help="device:dtype:layout, layout 'cl' (channels_last) or 'nchw'; e.g. cpu:fp32:nchw")
+    parser.add_argument('--compile', action='store_true', help='torch.compile (inductor) the submodules first')
     parser.add_argument('--single', help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.single:
-        print(json.dumps(measure(*args.single.split(':'), args.size, args.runs, args.threads, args.w)))
+        print(json.dumps(measure(*args.single.split(':'), args.size, args.runs, args.threads, args.w, args.compile)))
         return
 
     import torch
@@ -109,7 +112,8 @@ def main():
           f'{"PSNR vs fp32":>13} {"codes = fp32":>12}  work / rate / fraction (limits GFLOP/s mm, conv)')
     for config in configs:
         row, stderr = run_fresh([__file__, '--single', config, '--size', str(args.size), '--runs', str(args.runs),
-                                 '--threads', str(args.threads), '--w', str(args.w)])
+                                 '--threads', str(args.threads), '--w', str(args.w)]
+                                + (['--compile'] if args.compile else []))
         if row is None:
             sys.exit(f'{config} failed:\n{stderr}')
         psnr = f'{row["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in row else ''

@@ -46,10 +46,11 @@ OFFICIAL_KEEP = dict(emb_dim=256, dim_embd=512, n_head=8, n_layers=9, codebook_s
 
 
 def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: str, threads: int, repeats: int,
-            chunk: int) -> dict:
+            chunk: int, compile: bool = False) -> dict:
     """One configuration, in this process."""
     import torch
 
+    from vfsr_arch.acceleration import compile_network, inference_autocast
     from vfsr_arch.keep_arch import KEEP  # the package import applies vfsr_compat first
 
     torch.set_num_threads(threads)
@@ -57,8 +58,9 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
     net = KEEP(img_size=size, latent_size=(size // 32)**2, **OFFICIAL_KEEP).to(device).eval()
     if layout == 'cl':  # channels_last weights: the convolutions' fast path on CPU
         net = net.to(memory_format=torch.channels_last)
+    net = compile_network(net, compile)
     clip = torch.rand(1, frames, 3, size, size, device=device) * 2 - 1
-    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+    autocast = inference_autocast(dtype, device)
 
     def run():
         with torch.no_grad(), autocast:
@@ -70,6 +72,8 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
             torch.cuda.synchronize()
         return out
 
+    if compile:
+        run()  # compiles (under FlopCounterMode's dispatch mode it would run eagerly)
     reference, work = count_flops(run)  # the warm-up, counting the work
 
     def timed_runs():
@@ -91,7 +95,8 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
                   chunk=chunk, s_per_frame=s_per_frame, cpu_s_per_frame=statistics.median(cpu_seconds) / frames,
                   peak_growth_mb=max(peaks), limits_gflop_per_s=limits,
                   conv_share=work.get('convolution', 0) / work['total'],
-                  **speed_report(work['total'] / frames, s_per_frame, limits))
+                  **speed_report(work['total'] / frames, s_per_frame, limits,
+                                 statistics.median(cpu_seconds) / frames / threads))
     if dtype == 'bf16' and mode == 'clip':  # output agreement with fp32 (random weights: codes may flip)
         with torch.no_grad():
             fp32 = net(clip, need_upscale=False)
@@ -110,6 +115,7 @@ def main():
                         help='weight memory format: nchw (default) or cl (channels_last)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--compile', action='store_true', help='torch.compile (inductor) the submodules first')
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--no-4t', action='store_true', help='only T frames')
     parser.add_argument('--child', help=argparse.SUPPRESS)
@@ -131,7 +137,7 @@ def main():
     for size, dtype, layout, mode, frames in itertools.product(args.sizes, args.dtypes, args.layouts, args.modes,
                                                                lengths):
         config = dict(size=size, frames=frames, mode=mode, dtype=dtype, layout=layout, device=device,
-                      threads=args.threads, repeats=args.repeats, chunk=args.frames)
+                      threads=args.threads, repeats=args.repeats, chunk=args.frames, compile=args.compile)
         r, stderr = run_fresh([__file__, '--child', json.dumps(config)])
         if r is None:
             print(stderr[-2000:], file=sys.stderr)

@@ -58,6 +58,7 @@ from benchmarks.harness import (  # noqa: E402
     speed_report,
     timed_runs_against_limits,
 )
+from vfsr_arch.acceleration import compile_network, inference_autocast  # noqa: E402
 from vfsr_arch.vidface_arch import VidFace  # noqa: E402
 
 NUM_FRAMES, LR_SIZE, REFERENCE = 7, (16, 12), 3
@@ -107,12 +108,12 @@ def run_case(case: dict) -> dict:
     cuda = device.type == 'cuda'
     torch.manual_seed(0)
     build, scale = NETWORKS[case['net']]
-    net = build().to(device)
+    net = compile_network(build().to(device), case.get('compile', False))
     params = sum(p.numel() for p in net.parameters())
     batch = case['batch']
     generator = torch.Generator().manual_seed(1)
     x = (torch.rand(batch, NUM_FRAMES, 3, *LR_SIZE, generator=generator) * 2 - 1).to(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=case['precision'] == 'bf16')
+    autocast = inference_autocast(case['precision'], device.type)
 
     if case['mode'] == 'train':
         net.train()
@@ -143,11 +144,13 @@ def run_case(case: dict) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     base_memory = memory_in_use_mb(device.type)
-    _, times, cpu_times, against = timed_runs_against_limits(step, case['runs'], device.type, case['precision'])
+    _, times, cpu_times, against = timed_runs_against_limits(step, case['runs'], device.type, case['precision'],
+                                                             case.get('compile', False))
     peak = peak_memory_mb(device.type) - base_memory
     result = dict(case, params=params, median_s=statistics.median(times), min_s=min(times),
                   cpu_s=statistics.median(cpu_times) / case['threads'], peak_mb=peak,
-                  **speed_report(against['work']['total'], statistics.median(times), against['limits']))
+                  **speed_report(against['work']['total'], statistics.median(times), against['limits'],
+                                 statistics.median(cpu_times) / case['threads']))
 
     if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
         with torch.no_grad():
@@ -160,7 +163,7 @@ def run_case(case: dict) -> dict:
 
 
 def cases(args) -> list[dict]:
-    common = dict(threads=args.threads, device=args.device)
+    common = dict(threads=args.threads, device=args.device, compile=args.compile)
     found = []
     for net in ('vidface', 'edvr_x4', 'edvr_x8'):
         for batch in args.batches:
@@ -188,6 +191,7 @@ def main():
     parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--skip-train', action='store_true')
+    parser.add_argument('--compile', action='store_true', help='torch.compile (inductor) the submodules first')
     parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: one measurement, JSON in, JSON out
     args = parser.parse_args()
     if args.case:

@@ -95,27 +95,29 @@ def machine_description(device: str) -> str:
             f'{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads')
 
 
-def _best_rate(run: Callable[[], object], flop: float, device: str, repeats: int) -> float:
-    """GFLOP/s of the fastest of ``repeats`` calls of ``run`` (after one warm-up): the machine's best, so a
-    momentary load on a shared machine shows as a lower fraction only if it lasts through all repeats."""
+def _best_rate(run: Callable[[], object], flop: float, device: str, repeats: int) -> tuple[float, float]:
+    """GFLOP/s of the fastest of ``repeats`` calls of ``run`` (after one warm-up), by wall time and by process CPU
+    time per thread: the machine's best. On a shared machine the CPU-time rate is the one that load hardly moves."""
     import torch
     run()
-    best = float('inf')
+    best_wall = best_cpu = float('inf')
     for _ in range(repeats):
         if device == 'cuda':
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         run()
         if device == 'cuda':
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return flop / best / 1e9
+        best_wall = min(best_wall, time.perf_counter() - start)
+        best_cpu = min(best_cpu, (time.process_time() - cpu_start) / torch.get_num_threads())
+    return flop / best_wall / 1e9, flop / best_cpu / 1e9
 
 
 def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
     """The limits for ``dtype`` ('fp32', 'bf16', 'fp16') on ``device``, in GFLOP/s: ``matmul`` (``torch.mm`` of
     square matrices, 4096 on CUDA and for the low precisions on CPU, 2048 for fp32 on CPU to keep it short) and
-    ``conv3x3`` (a 256 -> 256 channel 3x3 convolution on a 64x64 channels_last map, batch 2: KEEP's typical layer)."""
+    ``conv3x3`` (a 256 -> 256 channel 3x3 convolution on a 64x64 channels_last map, batch 2: KEEP's typical layer);
+    ``matmul_cpu``, ``conv3x3_cpu``: the same by process CPU time per thread."""
     import torch
     import torch.nn.functional as F
     torch_dtype = getattr(torch, DTYPES[dtype])
@@ -125,9 +127,9 @@ def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
     weight = torch.randn(256, 256, 3, 3, device=device, dtype=torch_dtype).contiguous(
         memory_format=torch.channels_last)
     with torch.no_grad():
-        matmul = _best_rate(lambda: torch.mm(a, b), 2 * size**3, device, repeats)
-        conv = _best_rate(lambda: F.conv2d(x, weight, padding=1), 2 * x.numel() * 256 * 9, device, repeats)
-    return {'matmul': matmul, 'conv3x3': conv}
+        matmul, matmul_cpu = _best_rate(lambda: torch.mm(a, b), 2 * size**3, device, repeats)
+        conv, conv_cpu = _best_rate(lambda: F.conv2d(x, weight, padding=1), 2 * x.numel() * 256 * 9, device, repeats)
+    return {'matmul': matmul, 'conv3x3': conv, 'matmul_cpu': matmul_cpu, 'conv3x3_cpu': conv_cpu}
 
 
 def _register_cpu_attention_flops() -> None:
@@ -160,17 +162,24 @@ def count_flops(function: Callable[[], object]) -> tuple[object, dict[str, float
     return result, {'total': float(counter.get_total_flops()), **per_op}
 
 
-def speed_report(flop: float, seconds: float, limits: dict[str, float]) -> dict[str, float]:
+def speed_report(flop: float, seconds: float, limits: dict[str, float],
+                 cpu_seconds_per_thread: float | None = None) -> dict[str, float]:
     """Work, achieved rate and the fraction of each limit: ``gflop``, ``gflop_per_s``, ``of_matmul``,
-    ``of_conv3x3``."""
+    ``of_conv3x3``; with the run's process CPU time per thread also ``of_matmul_cpu`` (CPU-time rate over the
+    CPU-time limit: the figure that a shared, loaded machine distorts least)."""
     rate = flop / seconds / 1e9
-    return {'gflop': flop / 1e9, 'gflop_per_s': rate, **{f'of_{name}': rate / limit for name, limit in limits.items()}}
+    report = {'gflop': flop / 1e9, 'gflop_per_s': rate,
+              **{f'of_{name}': rate / limits[name] for name in ('matmul', 'conv3x3')}}
+    if cpu_seconds_per_thread and 'matmul_cpu' in limits:
+        report['of_matmul_cpu'] = flop / cpu_seconds_per_thread / 1e9 / limits['matmul_cpu']
+    return report
 
 
 def format_speed(report: dict[str, float]) -> str:
-    """``854.0 GFLOP  912 GFLOP/s  46% of mm  38% of conv`` from :func:`speed_report`."""
+    """``854.0 GFLOP  912 GFLOP/s  46% of mm  38% of conv  (CPU time: 47% of mm)`` from :func:`speed_report`."""
+    cpu = f' (CPU time: {100 * report["of_matmul_cpu"]:3.0f}% of mm)' if 'of_matmul_cpu' in report else ''
     return (f'{report["gflop"]:7.1f} GFLOP {report["gflop_per_s"]:6.0f} GFLOP/s {100 * report["of_matmul"]:4.0f}% '
-            f'of mm {100 * report["of_conv3x3"]:4.0f}% of conv')
+            f'of mm {100 * report["of_conv3x3"]:4.0f}% of conv{cpu}')
 
 
 def between_rooflines(measure: Callable[[], object], device: str, dtype: str) -> tuple[object, dict[str, float]]:
@@ -182,11 +191,14 @@ def between_rooflines(measure: Callable[[], object], device: str, dtype: str) ->
     return result, {name: (before[name] + after[name]) / 2 for name in before}
 
 
-def timed_runs_against_limits(function: Callable[[int], object], runs: int, device: str,
-                              dtype: str) -> tuple[object, list[float], list[float], dict]:
+def timed_runs_against_limits(function: Callable[[int], object], runs: int, device: str, dtype: str,
+                              compiled: bool = False) -> tuple[object, list[float], list[float], dict]:
     """:func:`timed_runs` whose warm-up counts the work of one call and whose timed calls run
     :func:`between_rooflines`: the warm-up's result, wall and CPU seconds, and ``{'work': {total, per op},
-    'limits': {matmul, conv3x3}}`` in FLOP and GFLOP/s."""
+    'limits': {matmul, conv3x3}}`` in FLOP and GFLOP/s. A ``compiled`` function gets one more, plain warm-up first,
+    where it compiles (under FlopCounterMode's dispatch mode it would run eagerly)."""
+    if compiled:
+        function(0)
     warm_up, work = count_flops(lambda: function(0))
     (_, wall_seconds, cpu_seconds), limits = between_rooflines(lambda: timed_runs(function, runs, warm_up=False),
                                                                device, dtype)
