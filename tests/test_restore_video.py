@@ -177,3 +177,26 @@ def test_folder_of_videos_skips_existing_outputs(videos, tmp_path, capsys):
     assert (out / 'vfr.mp4').read_bytes() == b'already there'
     assert len(video_facts(out / 'no_face.mp4')['times']) == 8
     assert 'vfr.mp4 exists, skipped' in capsys.readouterr().err
+
+
+def test_audio_the_output_container_cannot_hold_is_reencoded_to_aac(tmp_path):
+    source = tmp_path / 'pcm.mkv'
+    with av.open(str(source), 'w') as container:
+        video = container.add_stream('libx264', rate=25)
+        video.width, video.height, video.pix_fmt = 64, 48, 'yuv420p'
+        audio = container.add_stream('pcm_s16le', rate=8000, layout='mono')
+        for index in range(10):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * index, np.uint8),
+                                                                  format='rgb24')))
+        container.mux(video.encode())
+        samples = (3000 * np.sin(np.arange(3200) / 5)).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format='s16', layout='mono')
+        frame.sample_rate, frame.pts = 8000, 0
+        container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    with pytest.warns(UserWarning):
+        restore(source, tmp_path / 'out.mp4')
+    with av.open(str(tmp_path / 'out.mp4')) as container:
+        assert container.streams.audio[0].codec_context.name == 'aac'
+        decoded = sum(frame.samples for frame in container.decode(audio=0))
+    assert abs(decoded - 3200) <= 1024 * 2  # the same sound, give or take the AAC encoder's frame padding

@@ -354,11 +354,22 @@ def _reencoded_audio(out, info: MediaInfo, index: int, codec: str, audio_from: F
     stream = container.streams.audio[index]
     rate = stream.codec_context.sample_rate
     audio_out = out.add_stream(codec, rate=48000 if codec == 'libopus' else rate)
-    audio_out.layout = stream.codec_context.layout.name
+    channels = stream.codec_context.channels  # a standard layout for the count (an input's may be unspecified)
+    audio_out.layout = {1: 'mono', 2: 'stereo', 6: '5.1'}.get(channels, f'{channels}c')
     resampler = av.AudioResampler(format=audio_out.codec_context.codec.audio_formats[0].name,
                                   layout=audio_out.layout.name, rate=audio_out.rate)
 
     def packets():
+        samples = 0
+
+        def encode(frames):
+            """Samples numbered from 0 (= ``audio_from``): the encoder's packets take their timestamps from them."""
+            nonlocal samples
+            for converted in frames:
+                converted.pts, converted.time_base = samples, Fraction(1, audio_out.rate)
+                samples += converted.samples
+                yield from audio_out.encode(converted)
+
         with container:
             for frame in container.decode(stream):
                 time = frame.pts * frame.time_base if frame.pts is not None else Fraction(0)
@@ -367,10 +378,8 @@ def _reencoded_audio(out, info: MediaInfo, index: int, codec: str, audio_from: F
                 if time < audio_from:
                     continue
                 frame.pts = None
-                for converted in resampler.resample(frame):
-                    yield from audio_out.encode(converted)
-            for converted in resampler.resample(None):
-                yield from audio_out.encode(converted)
+                yield from encode(resampler.resample(frame))
+            yield from encode(resampler.resample(None))
             yield from audio_out.encode(None)
     return packets()
 
