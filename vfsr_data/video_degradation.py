@@ -20,7 +20,9 @@ change between frames), in this order:
 
 Frames are RGB float32 in [0, 1], shape (T, H, W, 3); the output is (T, H // scale, W // scale, 3) in the same
 convention, quantised to 8 bits by the codec. Randomness comes only from the ``numpy.random.Generator`` (or seed)
-passed in, so a clip degraded twice with the same seed is bit-identical.
+passed in, so a clip degraded twice with the same seed is bit-identical: the colour conversions and the codec run
+in one thread (swscale's automatic threading changed a conversion now and then, and libx264's output follows its
+thread count, which follows the number of cores).
 
 Differences from the official KEEP data code, on purpose: the official draws the noise sigma per frame (we draw per
 clip, the issue's "one draw per clip"); its CRF upper bound is exclusive (``randint(25, 45)``), ours inclusive; it
@@ -34,6 +36,7 @@ from dataclasses import dataclass, fields
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from basicsr.data.degradations import bivariate_Gaussian
 
 RESIZE_INTERPOLATIONS = {'area': cv2.INTER_AREA, 'linear': cv2.INTER_LINEAR, 'cubic': cv2.INTER_CUBIC}
@@ -204,21 +207,34 @@ def h264_round_trip(frames: np.ndarray, crf: int, codec: str = 'libx264', pix_fm
     pad_bottom, pad_right = height % 2, width % 2
     if pad_bottom or pad_right:
         frames = np.pad(frames, ((0, 0), (0, pad_bottom), (0, pad_right), (0, 0)), mode='edge')
+    # Colour conversions in one thread: swscale's automatic slice threading gave a different conversion now and then.
+    reformatter = VideoReformatter()
     buffer = io.BytesIO()
     with av.open(buffer, mode='w', format='mp4') as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.options = {'crf': str(crf)}
+        single_threaded(stream)
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')):
+            rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')
+            for packet in stream.encode(reformatter.reformat(rgb, format=pix_fmt, threads=1)):
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder's delayed frames
             container.mux(packet)
     buffer.seek(0)
     with av.open(buffer, mode='r') as container:
-        decoded = np.stack([frame.to_ndarray(format='rgb24') for frame in container.decode(video=0)])
+        single_threaded(container.streams.video[0])
+        decoded = np.stack([reformatter.reformat(frame, format='rgb24', threads=1).to_ndarray()
+                            for frame in container.decode(video=0)])
     if len(decoded) != num_frames:
         raise RuntimeError(f'{codec} round trip returned {len(decoded)} frames for {num_frames}')
     decoded = decoded[:, :height, :width]
     return np.ascontiguousarray(decoded[..., ::-1]) if swap_red_blue else decoded
+
+
+def single_threaded(stream) -> None:
+    """One codec thread: libx264's default thread count follows the number of cores, and its output follows the
+    thread count, so the same seed would give other LQ frames on another machine."""
+    stream.codec_context.thread_count = 1
+    stream.codec_context.thread_type = 'NONE'
