@@ -164,3 +164,9 @@ def test_console_script_reports_the_same_lines(workdir):
     errors = [line for line in result.stderr.splitlines() if line.startswith('vfsr: error: ')]
     assert len(errors) == len(MANY_PROBLEMS_LINES)
     assert files_under(workdir) == before
+
+
+def test_option_file_that_is_not_yaml_is_one_line(workdir, monkeypatch, capsys):
+    (workdir / 'broken.yml').write_text('name: broken\ntrain:\n  total_iter: [8\n')
+    lines = run_checked(workdir, monkeypatch, capsys, '-opt', 'broken.yml')
+    assert len(lines) == 1 and lines[0].startswith('vfsr: error: -opt: broken.yml is not valid YAML (line ')
