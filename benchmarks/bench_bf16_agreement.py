@@ -26,7 +26,7 @@ from conftest import randomize_like_reference, with_realistic_code_margins  # no
 
 from benchmarks.bench_keep import OFFICIAL_KEEP  # noqa: E402
 from benchmarks.harness import machine_description  # noqa: E402
-from vfsr_arch.acceleration import float32_under_autocast, inference_autocast  # noqa: E402
+from vfsr_arch.acceleration import autocast_context, float32_under_autocast  # noqa: E402
 from vfsr_arch.codeformer_arch import CodeFormer  # noqa: E402
 from vfsr_arch.keep_arch import KEEP  # noqa: E402
 
@@ -64,7 +64,7 @@ def keep_agreement(size: int, frames: int, device: str, float32_encoder: bool) -
     x = smooth_clip(frames, size).to(device)
 
     def run(precision):
-        with torch.no_grad(), inference_autocast(precision, device):
+        with torch.no_grad(), autocast_context(precision, device):
             measurements = [net.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(frames)]
             chunk = net.restore(measurements)
         flows = torch.stack([m.flow_to_previous.float() for m in measurements[1:]], dim=1)
@@ -87,7 +87,7 @@ def codeformer_agreement(size: int, device: str, float32_encoder: bool) -> dict:
     x = smooth_clip(1, size)[:, 0].to(device)
 
     def run(precision):
-        with torch.no_grad(), inference_autocast(precision, device):
+        with torch.no_grad(), autocast_context(precision, device):
             return net(x, w=0.5, adain=True)[:2]
 
     (fp32, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')

@@ -38,7 +38,7 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
     channels_last; ``compile`` compiles the submodules (inductor)."""
     import torch
 
-    from vfsr_arch.acceleration import compile_network, inference_autocast
+    from vfsr_arch.acceleration import autocast_context, compile_network
     from vfsr_arch.codeformer_arch import CodeFormer
 
     torch.set_num_threads(threads)
@@ -55,7 +55,7 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
     model = compile_network(model, compile)
 
     def forward(index=0):
-        with torch.no_grad(), inference_autocast(dtype, device):
+        with torch.no_grad(), autocast_context(dtype, device):
             out, logits, _ = model(x, w=fidelity, adain=True)
         if device == 'cuda':
             torch.cuda.synchronize()

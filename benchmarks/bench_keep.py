@@ -50,7 +50,7 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
     """One configuration, in this process."""
     import torch
 
-    from vfsr_arch.acceleration import compile_network, inference_autocast
+    from vfsr_arch.acceleration import autocast_context, compile_network
     from vfsr_arch.keep_arch import KEEP  # the package import applies vfsr_compat first
 
     torch.set_num_threads(threads)
@@ -60,7 +60,7 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
         net = net.to(memory_format=torch.channels_last)
     net = compile_network(net, compile)
     clip = torch.rand(1, frames, 3, size, size, device=device) * 2 - 1
-    autocast = inference_autocast(dtype, device)
+    autocast = autocast_context(dtype, device)
 
     def run():
         with torch.no_grad(), autocast:

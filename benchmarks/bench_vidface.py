@@ -58,7 +58,7 @@ from benchmarks.harness import (  # noqa: E402
     speed_report,
     timed_runs_against_limits,
 )
-from vfsr_arch.acceleration import compile_network, inference_autocast  # noqa: E402
+from vfsr_arch.acceleration import autocast_context, compile_network  # noqa: E402
 from vfsr_arch.vidface_arch import VidFace  # noqa: E402
 
 NUM_FRAMES, LR_SIZE, REFERENCE = 7, (16, 12), 3
@@ -113,7 +113,7 @@ def run_case(case: dict) -> dict:
     batch = case['batch']
     generator = torch.Generator().manual_seed(1)
     x = (torch.rand(batch, NUM_FRAMES, 3, *LR_SIZE, generator=generator) * 2 - 1).to(device)
-    autocast = inference_autocast(case['precision'], device.type)
+    autocast = autocast_context(case['precision'], device.type)
 
     if case['mode'] == 'train':
         net.train()

@@ -8,16 +8,23 @@ import vfsr_compat  # noqa: F401  (before basicsr)
 
 import pytest
 import torch
-from conftest import with_realistic_code_margins
+import yaml
+from basicsr.models import build_model
+from conftest import REPO_ROOT, with_realistic_code_margins
 from test_codeformer_arch import randomized_tiny as randomized_tiny_codeformer
 from test_keep_arch import clip
 from test_keep_arch import randomized_tiny as randomized_tiny_keep
+from test_vidface_model import build as build_vidface_model
+from test_vidface_model import loader as vidface_loader
 
+import vfsr_models  # noqa: F401  (registers the models)
+from datasets_prep.make_demo_tufs import make_demo_tufs
 from vfsr_arch.acceleration import (
+    autocast_context,
     compile_network,
     float32_under_autocast,
-    inference_autocast,
     precision_supported,
+    training_autocast,
 )
 
 needs_bf16 = pytest.mark.skipif(not precision_supported('bf16', 'cpu'),
@@ -41,7 +48,7 @@ def test_keep_in_bf16_keeps_flows_gains_and_logits_in_float32_and_the_anchor_cod
     x = clip(3)
 
     def run(precision):
-        with torch.no_grad(), inference_autocast(precision, 'cpu'):
+        with torch.no_grad(), autocast_context(precision, 'cpu'):
             measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])]
             return model.restore(measurements), measurements
 
@@ -61,7 +68,7 @@ def test_codeformer_in_bf16_keeps_the_logits_in_float32_and_most_codes():
     x = clip(1)[:, 0]
 
     def run(precision):
-        with torch.no_grad(), inference_autocast(precision, 'cpu'):
+        with torch.no_grad(), autocast_context(precision, 'cpu'):
             return model(x, w=0.5, adain=True)[:2]
 
     (_, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
@@ -85,11 +92,11 @@ def test_float32_region_is_the_plain_function_without_autocast_and_float32_under
 
 def test_unknown_or_unsupported_precision():
     with pytest.raises(ValueError, match='precision must be one of'):
-        inference_autocast('int8', 'cpu')
+        autocast_context('int8', 'cpu')
     # fp16 autocast is for GPUs: on the CPU it is a one-line warning and the float32 path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        context = inference_autocast('fp16', 'cpu')
+        context = autocast_context('fp16', 'cpu')
     assert len(caught) == 1 and 'running in fp32' in str(caught[0].message)
     assert '\n' not in str(caught[0].message)
     with context:
@@ -117,3 +124,55 @@ def test_compile_disabled_returns_the_network_untouched():
     model = randomized_tiny_codeformer()
     assert compile_network(model, enabled=False) is model
     assert all(module._compiled_call_impl is None for module in model.modules())
+
+
+# ------------------------------------------------------------------------------------------------ training steps
+def keep_stage2_model(tmp_path, autocast):
+    """KEEPModel (stage 2) from the tiny option file, in this process, with random instead of stage-1 weights."""
+    opt = yaml.safe_load((REPO_ROOT / 'tests' / 'options' / 'keep_tiny_stage2.yml').read_text())
+    opt['network_g'].update(vqgan_path=None, flownet_path=None)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'].update(log=str(tmp_path), experiments_root=str(tmp_path))
+    opt['train']['autocast'] = autocast
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+@needs_bf16
+def test_keep_stage2_step_in_bf16_gives_finite_losses_close_to_fp32(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    batch = {'lq': torch.rand(1, 3, 3, 8, 8, generator=generator) * 2 - 1,
+             'gt': torch.rand(1, 3, 3, 32, 32, generator=generator) * 2 - 1}
+    losses = {}
+    for autocast in ('fp32', 'bf16'):
+        model = keep_stage2_model(tmp_path, autocast)
+        before = {name: p.detach().clone() for name, p in model.net_g.named_parameters() if p.requires_grad}
+        model.feed_data(batch)
+        model.optimize_parameters(1)
+        losses[autocast] = {name: float(value) for name, value in model.log_dict.items()}
+        assert model.output.dtype == torch.float32
+        assert any(not torch.equal(p, before[name]) for name, p in model.net_g.named_parameters() if name in before)
+    assert all(math.isfinite(value) for value in losses['bf16'].values()), losses
+    for name in ('l_pix', 'l_feat_encoder', 'l_cross_entropy'):
+        assert losses['bf16'][name] == pytest.approx(losses['fp32'][name], rel=0.05), name
+
+
+@needs_bf16
+def test_vidface_step_in_bf16_gives_finite_losses_close_to_fp32(tmp_path):
+    demo_root = make_demo_tufs(tmp_path / 'demo_tufs', num_train=1, num_val=1)
+    batch = next(iter(vidface_loader(demo_root, batch_size=1)))
+    losses = {}
+    for autocast in ('fp32', 'bf16'):
+        model = build_vidface_model(tmp_path / autocast, autocast=autocast)
+        model.feed_data(batch)
+        model.optimize_parameters(1)
+        losses[autocast] = {name: float(value) for name, value in model.log_dict.items()}
+    assert all(math.isfinite(value) for value in losses['bf16'].values()), losses
+    assert losses['bf16']['l_pix'] == pytest.approx(losses['fp32']['l_pix'], rel=0.02)
+
+
+def test_training_autocast_takes_bf16_or_fp32_only():
+    with pytest.raises(ValueError, match="train.autocast must be 'bf16' or 'fp32', got 'fp16'"):
+        training_autocast({'autocast': 'fp16'}, 'cpu')
+    with training_autocast({}, 'cpu'):
+        assert not torch.is_autocast_enabled('cpu')

@@ -5,12 +5,13 @@ warning where the machine or the torch build cannot do it.
 * :func:`float32_under_autocast` marks a function whose result decides something discrete or geometric (the code
   logits whose argmax picks the codebook entries, the Kalman gain, GMFlow's matching softmax and its flow): under
   autocast it runs in float32 on float32 inputs; without autocast it is the plain function.
-* :func:`inference_autocast` is the autocast context for a precision name (``fp32``, ``bf16``, ``fp16``).
+* :func:`autocast_context` is the autocast context for a precision name (``fp32``, ``bf16``, ``fp16``);
+  :func:`training_autocast` the one of a training step, from the option ``train.autocast``.
 * :func:`compile_network` wraps ``torch.compile`` (inductor) and returns the network unchanged where it cannot compile.
 """
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -23,6 +24,12 @@ def _to_float32(value):
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.float()
     return value
+
+
+def to_float32(outputs):
+    """``outputs`` (a tensor, or tuples / lists / dicts of them) with every floating-point tensor in float32: a
+    network's results under autocast, made ready for float32 losses."""
+    return torch.utils._pytree.tree_map(_to_float32, outputs)
 
 
 def float32_under_autocast(function: Callable) -> Callable:
@@ -52,7 +59,7 @@ def precision_supported(precision: str, device: str) -> bool:
     return False
 
 
-def inference_autocast(precision: str, device: str) -> AbstractContextManager:
+def autocast_context(precision: str, device: str) -> AbstractContextManager:
     """The autocast context for ``precision`` on ``device``; a one-line warning and no autocast (float32) where the
     machine cannot compute that precision natively."""
     if precision not in AUTOCAST_DTYPES:
@@ -64,6 +71,15 @@ def inference_autocast(precision: str, device: str) -> AbstractContextManager:
                       f'running in fp32', stacklevel=2)
         return nullcontext()
     return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
+
+
+def training_autocast(train_opt: Mapping, device: torch.device) -> AbstractContextManager:
+    """The autocast context of a training step's forward and losses, from the option ``train.autocast``: ``fp32``
+    (default, no autocast) or ``bf16`` (no gradient scaler needed; fp16 would need one, so it is refused)."""
+    precision = train_opt.get('autocast') or 'fp32'
+    if precision not in ('fp32', 'bf16'):
+        raise ValueError(f"train.autocast must be 'bf16' or 'fp32', got {precision!r}")
+    return autocast_context(precision, torch.device(device).type)
 
 
 def compiler_available() -> str | None:

@@ -26,6 +26,7 @@ from basicsr.archs import build_network
 from basicsr.archs.arch_util import flow_warp, resize_flow
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from vfsr_arch.acceleration import to_float32, training_autocast
 from vfsr_models.generator_training import GeneratorTrainingModel
 
 TEMPORAL_WARP_TYPES = ('GT', 'HR')
@@ -127,14 +128,18 @@ class KEEPModel(GeneratorTrainingModel):
 
     # ------------------------------------------------------------------------------------------------ training
     def run_generator(self):
-        """Training forward: sets ``self.output`` and returns (logits, lq_feat, temporal features)."""
-        if self.uses_code_losses:
-            self.output, logits, lq_feat, temporal_features = self.net_g(
-                self.lq, detach_16=True, early_feat=True, need_upscale=self.need_upscale)
-            return logits, lq_feat, temporal_features
-        self.output, temporal_features = self.net_g(self.lq, detach_16=True, early_feat=False,
-                                                    need_upscale=self.need_upscale)
-        return None, None, temporal_features
+        """Training forward, under bf16 autocast with ``train.autocast: bf16`` (its results in float32 for the
+        losses): sets ``self.output`` and returns (logits, lq_feat, temporal features)."""
+        with training_autocast(self.opt['train'], self.device):
+            if self.uses_code_losses:
+                output, logits, lq_feat, temporal_features = self.net_g(
+                    self.lq, detach_16=True, early_feat=True, need_upscale=self.need_upscale)
+            else:
+                logits = lq_feat = None
+                output, temporal_features = self.net_g(self.lq, detach_16=True, early_feat=False,
+                                                       need_upscale=self.need_upscale)
+        self.output, logits, lq_feat, temporal_features = to_float32((output, logits, lq_feat, temporal_features))
+        return logits, lq_feat, temporal_features
 
     def optimize_parameters(self, current_iter):
         loss_dict = OrderedDict()

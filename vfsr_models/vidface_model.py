@@ -9,6 +9,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from vfsr_arch.acceleration import to_float32, training_autocast
 from vfsr_data.matlab_resize import matlab_resize
 from vfsr_eval.clip_scoring import average_over_clips, score_clip
 from vfsr_eval.metrics_file import write_metrics_file
@@ -34,7 +35,8 @@ class VidFaceModel(SRModel):
     Losses (official): ``pixel_opt`` (Charbonnier, sum, eps 1e-12) over all snapshots plus the reference snapshot
     again; ``landmark_opt`` (:class:`~vfsr_models.landmark_loss.LandmarkSmoothL1Loss`) over the iterations'
     predictions where the flags are 1. ``train.grad_clip_norm`` (official 0.05) clips the gradient norm before each
-    step; optimizer (AdamW + Lookahead), scheduler and ``ema_decay`` come from BasicSR's options.
+    step; optimizer (AdamW + Lookahead), scheduler and ``ema_decay`` come from BasicSR's options. ``train.autocast:
+    bf16`` runs the forward under bf16 autocast (the losses stay in float32).
 
     Validation: PSNR/SSIM of the reference snapshot (``reference_index``, default 3 = ``im4``) in RGB and on Y, as
     configured under ``val.metrics`` (e.g. ``psnr_rgb``/``psnr_y`` with ``test_y_channel``; any frame metric of
@@ -69,7 +71,9 @@ class VidFaceModel(SRModel):
 
     def optimize_parameters(self, current_iter: int):
         self.optimizer_g.zero_grad()
-        frames, landmark_predictions = split_network_output(self.net_g(self.lq))
+        with training_autocast(self.opt['train'], self.device):  # the forward only; losses in float32
+            output = self.net_g(self.lq)
+        frames, landmark_predictions = split_network_output(to_float32(output))
         loss_dict = OrderedDict()
         l_total = loss_dict['l_pix'] = self.pixel_loss(frames)
         if self.cri_landmark is not None and landmark_predictions and hasattr(self, 'landmarks'):
