@@ -17,7 +17,7 @@ class ScriptParser(argparse.ArgumentParser):
     def __init__(self, script_file: str, doc: str):
         super().__init__(prog=f'python -m datasets_prep.{Path(script_file).stem}', description=doc,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-        self._required_flags: list[tuple[str, str]] = []
+        self._required_flags: list[argparse.Action] = []
 
     def add_flag(self, name: str, *, old: tuple[str, ...] = (), required: bool = False, **kwargs):
         """``add_argument(name, ...)`` plus hidden aliases ``old`` (earlier spellings, still accepted).
@@ -28,8 +28,25 @@ class ScriptParser(argparse.ArgumentParser):
             self.add_argument(alias, dest=action.dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
                               **alias_kwargs)
         if required:
-            self._required_flags.append((action.dest, name))
+            self._required_flags.append(action)
         return action
+
+    def format_usage(self) -> str:
+        return self._with_required_shown(super().format_usage)
+
+    def format_help(self) -> str:
+        return self._with_required_shown(super().format_help)
+
+    def _with_required_shown(self, format_text: Callable[[], str]) -> str:
+        """Format with the required flags shown as required (argparse itself must not enforce them: an old
+        spelling may stand for one)."""
+        for action in self._required_flags:
+            action.required = True
+        try:
+            return format_text()
+        finally:
+            for action in self._required_flags:
+                action.required = False
 
     def add_old_positionals(self, *flags: str) -> None:
         """Accept the positional paths of earlier versions (``script IN OUT``) as the given flags."""
@@ -48,7 +65,8 @@ class ScriptParser(argparse.ArgumentParser):
                 if getattr(parsed, dest, None) is not None:
                     self.error(f'{flag} given twice (as a flag and as a positional path)')
                 setattr(parsed, dest, value)
-        missing = [name for dest, name in self._required_flags if getattr(parsed, dest, None) is None]
+        missing = [action.option_strings[0] for action in self._required_flags
+                   if getattr(parsed, action.dest, None) is None]
         if missing:
             self.error(f'the following arguments are required: {", ".join(missing)}')
         return parsed
