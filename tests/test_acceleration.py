@@ -173,6 +173,6 @@ def test_vidface_step_in_bf16_gives_finite_losses_close_to_fp32(tmp_path):
 
 def test_training_autocast_takes_bf16_or_fp32_only():
     with pytest.raises(ValueError, match="train.autocast must be 'bf16' or 'fp32', got 'fp16'"):
-        training_autocast({'autocast': 'fp16'}, 'cpu')
-    with training_autocast({}, 'cpu'):
+        training_autocast('fp16', 'cpu')
+    with training_autocast(None, 'cpu'):
         assert not torch.is_autocast_enabled('cpu')

@@ -11,7 +11,7 @@ warning where the machine or the torch build cannot do it.
 """
 import functools
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -73,10 +73,11 @@ def autocast_context(precision: str, device: str) -> AbstractContextManager:
     return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
 
 
-def training_autocast(train_opt: Mapping, device: torch.device) -> AbstractContextManager:
-    """The autocast context of a training step's forward and losses, from the option ``train.autocast``: ``fp32``
-    (default, no autocast) or ``bf16`` (no gradient scaler needed; fp16 would need one, so it is refused)."""
-    precision = train_opt.get('autocast') or 'fp32'
+def training_autocast(precision: str | None, device: torch.device | str) -> AbstractContextManager:
+    """The autocast context of a training step's forward for the option ``train.autocast`` (``precision``):
+    ``fp32`` (default, None: no autocast) or ``bf16`` (no gradient scaler needed; fp16 would need one, so it is
+    refused)."""
+    precision = precision or 'fp32'
     if precision not in ('fp32', 'bf16'):
         raise ValueError(f"train.autocast must be 'bf16' or 'fp32', got {precision!r}")
     return autocast_context(precision, torch.device(device).type)

@@ -130,7 +130,7 @@ class KEEPModel(GeneratorTrainingModel):
     def run_generator(self):
         """Training forward, under bf16 autocast with ``train.autocast: bf16`` (its results in float32 for the
         losses): sets ``self.output`` and returns (logits, lq_feat, temporal features)."""
-        with training_autocast(self.opt['train'], self.device):
+        with training_autocast(self.opt['train'].get('autocast'), self.device):
             if self.uses_code_losses:
                 output, logits, lq_feat, temporal_features = self.net_g(
                     self.lq, detach_16=True, early_feat=True, need_upscale=self.need_upscale)

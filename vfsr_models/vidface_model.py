@@ -71,7 +71,7 @@ class VidFaceModel(SRModel):
 
     def optimize_parameters(self, current_iter: int):
         self.optimizer_g.zero_grad()
-        with training_autocast(self.opt['train'], self.device):  # the forward only; losses in float32
+        with training_autocast(self.opt['train'].get('autocast'), self.device):  # the forward only; losses in float32
             output = self.net_g(self.lq)
         frames, landmark_predictions = split_network_output(to_float32(output))
         loss_dict = OrderedDict()
