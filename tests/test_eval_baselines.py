@@ -42,7 +42,7 @@ def clips(tmp_path_factory):
     roots = {}
     for size in sorted(set(GT_SIZES.values())):
         root = roots[size] = tmp_path_factory.mktemp(f'baselines_{size}')
-        make_synthetic_vfhq(root / 'raw', num_clips=2, num_frames=5, frame_size=2 * size, seed=0)
+        make_synthetic_vfhq(root / 'raw', num_clips=2, num_frames=5, frame_size=3 * size // 2, seed=0)
         align_clips(root / 'raw' / 'frames', root / 'raw' / 'landmarks', root / 'aligned', size=size)
         make_degraded_testset(root / 'aligned', root / 'lq', seed=0)
     return roots

@@ -109,6 +109,12 @@ def test_sigma_ids_is_zero_for_a_constant_clip_and_positive_for_a_varying_one(ar
     assert calculate_metric({'img': varying, 'img2': [face] * 3}, opts) > 0.001
 
 
+def test_ids_with_detected_landmarks_is_one_for_the_same_face(arcface_weights, big_face):
+    opts = dict(arcface_weights_path=arcface_weights, face_crop='detect', device='cpu')
+    assert metric('calculate_ids', big_face, big_face, **opts) == pytest.approx(1, abs=1e-5)
+    assert metric('calculate_ids', shifted(big_face, 6, 4), big_face, **opts) < 1 - 1e-4
+
+
 def test_ids_missing_weights_name_the_file_and_where_it_is_published(tmp_path, face):
     with pytest.raises(FileNotFoundError, match=r'absent\.pth.*xinntao/facexlib'):
         metric('calculate_ids', face, face, arcface_weights_path=str(tmp_path / 'absent.pth'), device='cpu')
@@ -181,6 +187,22 @@ def test_warping_error_is_near_zero_for_a_warped_image_and_higher_when_shuffled_
     # the shuffled video itself would explain its bigger jumps: it is still one image moved rigidly.)
     assert metric('calculate_warping_error', shuffled, frames, flow_source='reference') > 100 * ordered
     assert metric('calculate_warping_error', frames, frames, flow_source='reference') == pytest.approx(ordered)
+
+
+def test_warping_error_with_gmflow_loads_its_weights_by_path(tmp_path):
+    from vfsr_arch.gmflow_arch import GMFlow
+
+    torch.manual_seed(0)
+    torch.save({'model': GMFlow().state_dict()}, tmp_path / 'gmflow.pth')  # the released file's layout
+    frames = [np.ascontiguousarray(frame[:64, :64]) for frame in warped_video(2)]
+    error = metric('calculate_warping_error', frames, flow='gmflow', gmflow_weights_path=str(tmp_path / 'gmflow.pth'),
+                   device='cpu')
+    assert np.isfinite(error) and error >= 0
+    with pytest.raises(FileNotFoundError, match=r'absent\.pth'):
+        metric('calculate_warping_error', frames, flow='gmflow', gmflow_weights_path=str(tmp_path / 'absent.pth'))
+    with pytest.raises(ClipInputError, match='multiples of 16'):
+        metric('calculate_warping_error', [frame[:60] for frame in frames], flow='gmflow',
+               gmflow_weights_path=str(tmp_path / 'gmflow.pth'))
 
 
 # ----------------------------------------------------------------------------------------------------------------
