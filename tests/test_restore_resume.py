@@ -138,3 +138,15 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main([str(source), '-o', str(tmp_path / 'y.mp4'), *FAST, '--faces', 'someone']) == 2
     assert "--faces 'someone'" in capsys.readouterr().err
     assert not (tmp_path / 'y.mp4').exists()
+
+
+def test_help_describes_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--help'])
+    text = capsys.readouterr().out
+    assert exit_info.value.code == 0 and 'docs/restore.md' in text
+    for option in ('--model', '--weights-dir', '--faces', '--smoothing', '--upscale', '--start', '--crf', '--compare',
+                   '--debug', '--segment-frames', '--device', '--precision', '--detector'):
+        assert option in text
+    from vfsr_restore.cli import build_parser
+    assert all(action.help and len(action.help) > 10 for action in build_parser()._actions)

@@ -7,7 +7,7 @@ Examples::
     vfsr-restore tiny.mp4 -o out.mp4 --model vidface --weights experiments/demo_vidface/models/net_g_latest.pth \\
         --opt options/demo_vidface.yml --upscale 8 --compare
     vfsr-restore videos/ -o restored/                              # every video of a folder (or a quoted glob)
-    torchrun --nproc_per_node=2 -m vfsr_restore.cli videos/ -o restored/   # shard the videos over 2 processes
+    torchrun --standalone --no-python --nproc_per_node=2 vfsr-restore videos/ -o restored/   # 2 processes share them
 
 Expected problems (unreadable input, missing weights, bad options) print one line ``vfsr-restore: error: ...`` and
 exit with 1 (input or weights) or 2 (usage); no partial output file is left under the output name.
@@ -26,11 +26,20 @@ from vfsr_restore.pipeline import RestoreSettings, restore_file
 VIDEO_SUFFIX = '.mp4'
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The default after each option that has one; the examples below as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or 'default' in (action.help or ''):
+            return action.help
+        return f'{action.help} (default: %(default)s)'
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='vfsr-restore', description='Restore the faces in videos, frame folders or images (KEEP, CodeFormer, '
-        'VidFace). Frame count, timestamps, rotation and audio are kept; output size = input size x --upscale.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        'VidFace). Frame count, timestamps, rotation and audio are kept; output size = input size x --upscale. '
+        'Reference: docs/restore.md.', epilog=__doc__.split('\n\n', 1)[1], formatter_class=HelpFormatter)
     parser.add_argument('input', help='a video (any format PyAV decodes, recognised by content), a folder of frames, '
                         'an image, a folder of videos, or a quoted glob pattern of videos')
     parser.add_argument('-o', '--output', required=True, help='output file (its suffix picks the container: .mp4, '

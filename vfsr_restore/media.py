@@ -60,6 +60,7 @@ class MediaInfo:
     rate: Fraction  # average frame rate (nominal for frames and images)
     rotation: int = 0  # PyAV's display rotation in degrees (0, 90, 180, 270)
     frame_count: int | None = None  # from the container; None when unknown before decoding
+    start_pts: int = 0  # the first frame's timestamp: --start/--end count from it
     audio_codecs: list[str] = field(default_factory=list)
     frame_files: list[Path] = field(default_factory=list)
 
@@ -115,7 +116,7 @@ def probe(path: str | Path) -> MediaInfo:
             width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
             rate = stream.average_rate or stream.guessed_rate or DEFAULT_FRAMES_FPS
             return MediaInfo(path, 'video', width, height, stream.time_base or 1 / Fraction(rate), Fraction(rate),
-                             rotation, stream.frames or None,
+                             rotation, stream.frames or None, first.pts or 0,
                              [audio.codec_context.name for audio in container.streams.audio])
     except av.FFmpegError as error:
         raise MediaError(f'{path}: not a video or image PyAV can read ({_ffmpeg_reason(error)})') from None
@@ -137,10 +138,9 @@ def _ffmpeg_reason(error: Exception) -> str:
 def read_frames(info: MediaInfo, start: float | None = None, end: float | None = None) -> Iterator[Frame]:
     """Decode the frames of ``info`` whose time (seconds from the first frame) is in [start, end), upright RGB,
     in presentation order. Frames of a folder must all have the size of the first."""
-    index, origin = 0, None
+    index = 0
     for image, pts, duration in _decoded(info):
-        origin = pts if origin is None else origin
-        time = float((pts - origin) * info.time_base)
+        time = float((pts - info.start_pts) * info.time_base)
         if end is not None and time >= end:
             return
         if start is None or time >= start:

@@ -11,6 +11,7 @@ manifest, so rerunning the same command after a crash skips the finished segment
 to an uninterrupted run's. The final file is muxed under a temporary name and renamed; the work folder is then removed.
 """
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -396,46 +397,54 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
         raise
 
 
+class CountedFrames:
+    """Iterate ``frames`` lazily, remembering how many went by and the last one (``on_frame`` called for each)."""
+
+    def __init__(self, frames, on_frame=None):
+        self.frames, self.on_frame = frames, on_frame
+        self.count, self.last = 0, None
+
+    def __iter__(self):
+        for frame in self.frames:
+            self.count, self.last = self.count + 1, frame
+            if self.on_frame is not None:
+                self.on_frame()
+            yield frame
+
+
 def _restore_video(info, output, settings, detector, restorer, timer, report_path, progress, started, work, manifest,
                    done, outputs, width, height) -> dict:
-    input_path, manifest_path = info.path, work / 'manifest.json'
-    frames = threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer))
-    segment_index, frames_in = 0, 0
-    first_pts = None
-    carried = None
-    iterator = iter(frames)
-    bar = _progress_bar(progress, info, input_path)
-    while True:
-        segment_frames = []
-        for frame in iterator:
-            segment_frames.append(frame)
-            if len(segment_frames) == settings.segment_frames:
-                break
-        if not segment_frames:
-            break
-        frames_in += len(segment_frames)
-        first_pts = segment_frames[0].pts if first_pts is None else first_pts
+    """Stream the frames segment by segment (finished segments are only decoded), then mux and report."""
+    manifest_path = work / 'manifest.json'
+    iterator = iter(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)))
+    segment_index, frames_in, first_pts, carried = 0, 0, None, None
+    bar = _progress_bar(progress, info, info.path)
+    while (first := next(iterator, None)) is not None:
+        first_pts = first.pts if first_pts is None else first_pts
+        segment = CountedFrames(itertools.chain([first], itertools.islice(iterator, settings.segment_frames - 1)),
+                                on_frame=bar.update if bar is not None else None)
         if segment_index in done:
+            for _ in segment:  # finished before a crash: decoded only, to reach the next segment
+                pass
             carried = {'tracker': done[segment_index]['tracker'], 'selected': done[segment_index]['selected']}
         else:
-            record = _restore_segment(segment_index, segment_frames, first_pts, work, outputs, info, settings,
+            record = _restore_segment(segment_index, segment, first_pts, work, outputs, info, settings,
                                       detector, restorer, timer, carried, width, height)
             carried = {'tracker': record['tracker'], 'selected': record['selected']}
             manifest['segments'].append(record)
             write_json_atomic(manifest_path, manifest)
-        carried['last_image'] = segment_frames[-1].image
-        if bar is not None:
-            bar.update(len(segment_frames))
+        carried['last_image'] = segment.last.image
+        frames_in += segment.count
         segment_index += 1
     if bar is not None:
         bar.close()
     if frames_in == 0:
-        raise MediaError(f'{input_path}: no frame between --start and --end' if settings.start or settings.end
-                         else f'{input_path}: no decodable frame')
+        raise MediaError(f'{info.path}: no frame between --start and --end' if settings.start or settings.end
+                         else f'{info.path}: no decodable frame')
     segments = sorted(manifest['segments'], key=lambda segment: segment['index'])
     with timer.timed('mux'):
         audio_from = first_pts * info.time_base
-        audio_to = None if settings.end is None else audio_from + Fraction(settings.end) - Fraction(settings.start or 0)
+        audio_to = None if settings.end is None else info.start_pts * info.time_base + Fraction(settings.end)
         for kind, path in outputs.items():
             partial = path.with_name(f'.{path.stem}.partial-{os.getpid()}{path.suffix}')
             try:
@@ -468,9 +477,10 @@ def _progress_bar(progress: bool, info: MediaInfo, path: Path):
     return tqdm(total=info.frame_count, unit='frame', desc=path.name, dynamic_ncols=True)
 
 
-def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, info, settings, detector, restorer,
-                     timer, carried, width, height) -> dict:
-    """Restore and encode one segment into its files (named in the returned manifest record)."""
+def _restore_segment(segment_index, segment_frames: CountedFrames, first_pts, work, outputs, info, settings, detector,
+                     restorer, timer, carried, width, height) -> dict:
+    """Restore and encode one segment's frames (read as they come) into its files, named in the returned manifest
+    record."""
     files = {kind: f'{kind}_{segment_index:05d}.mp4' for kind in outputs}
     partials = {kind: work / f'.{name}.partial' for kind, name in files.items()}
     sizes = {'restored': (width, height), 'compare': (2 * width, height), 'debug': (width, height)}
@@ -490,8 +500,10 @@ def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, in
         worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
 
     segment = SegmentRestorer(settings, detector, restorer, info, timer, carried, emit)
+    first_frame = None
     try:
         for frame in segment_frames:
+            first_frame = frame.index if first_frame is None else first_frame
             segment.push(frame)
         segment.finish()
         worker.close()
@@ -505,8 +517,8 @@ def _restore_segment(segment_index, segment_frames, first_pts, work, outputs, in
         raise
     for kind, partial in partials.items():
         partial.replace(work / files[kind])
-    return {'index': segment_index, 'first_frame': segment_frames[0].index, 'frames': len(segment_frames),
-            'pts': pts_list, 'last_duration': segment_frames[-1].duration, 'files': files,
+    return {'index': segment_index, 'first_frame': first_frame, 'frames': segment_frames.count,
+            'pts': pts_list, 'last_duration': segment_frames.last.duration, 'files': files,
             'tracker': segment.tracker.state(), 'selected': segment.selection.current, 'tracks': segment.track_ranges,
             'scene_cuts': segment.scene_cuts, 'faces_restored': segment.faces_restored}
 
