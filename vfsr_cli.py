@@ -32,8 +32,10 @@ from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, LOSS_REGISTR
 
 import vfsr_arch  # noqa: F401  (registers the plugin's networks)
 import vfsr_data  # noqa: F401
+import vfsr_eval  # noqa: F401  (registers the metrics that val.metrics may name)
 import vfsr_models  # noqa: F401
 from vfsr_arch.checkpoint import CheckpointError
+from vfsr_eval.clip_scoring import ClipInputError
 
 REPO_ROOT = Path(__file__).resolve().parent
 OPTION_FOLDERS = ('options', 'tests/options')  # where a mistyped -opt path looks for what was meant
@@ -270,7 +272,8 @@ def dataset_origin(path: str) -> str:
 
 def referenced_paths(opt: dict) -> Iterator[tuple[str, str, str, str]]:
     """Every path an option file names: (option key, last key, path, kind), kind 'folder' or 'file' for data,
-    'weights' for network weights (``network_*.*_path``, ``path.pretrain_network_*``, ``path.resume_state``)."""
+    'weights' for network weights (``network_*.*_path``, ``path.pretrain_network_*``, ``path.resume_state``) and
+    metric weights (``val.metrics.*.*_path``)."""
     for phase, dataset_opt in (opt.get('datasets') or {}).items():
         for name, value in (dataset_opt.items() if isinstance(dataset_opt, dict) else ()):
             if isinstance(value, str) and (name.startswith('dataroot') or name.endswith(('_file', '_path', '_root'))):
@@ -284,6 +287,10 @@ def referenced_paths(opt: dict) -> Iterator[tuple[str, str, str, str]]:
     for name, value in (opt.get('path') or {}).items():
         if isinstance(value, str) and (name.startswith('pretrain_network') or name == 'resume_state'):
             yield f'path.{name}', name, value, 'weights'
+    for metric, metric_opt in ((opt.get('val') or {}).get('metrics') or {}).items():
+        for name, value in (metric_opt.items() if isinstance(metric_opt, dict) else ()):
+            if isinstance(value, str) and name.endswith('_path'):  # LPIPS, ArcFace, GMFlow weights of a metric
+                yield f'val.metrics.{metric}.{name}', name, value, 'weights'
 
 
 def check_paths(opt: dict, problems: Problems) -> None:
@@ -411,6 +418,9 @@ def run(root_path: str, is_train: bool) -> None:
     except CheckpointError as error:  # weights of another network or configuration: one line, no traceback
         print(f'vfsr: error: {error}', file=sys.stderr)
         raise SystemExit(2) from None
+    except ClipInputError as error:  # a clip a metric cannot score (no face, other size): names clip and frame
+        print(f'vfsr: error: {error}', file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def train_main() -> None:
