@@ -1,6 +1,6 @@
 """``test.py`` with ``val.metrics`` naming vfsr_eval's metrics on a tiny KEEP clip set (synthetic VFHQ clips, random
 tiny KEEP, LPIPS and ArcFace weights written by the test in the real files' layout): every metric reaches the
-metrics JSON, per clip and averaged."""
+metrics JSON, per clip and averaged; a metric that cannot score a frame stops the run with one line."""
 import json
 import shutil
 
@@ -80,3 +80,13 @@ def test_test_py_writes_every_new_metric_per_clip_to_the_metrics_json(workdir):
     assert -1 <= record['metrics']['ids'] <= 1 and record['metrics']['lpips'] > 0
     assert record['metrics']['sigma_ids'] >= 0 and record['metrics']['warping_error'] >= 0
 
+
+def test_test_py_stops_with_one_line_naming_the_clip_and_frame_without_a_face(workdir):
+    # A random tiny KEEP restores no face: the landmark detector finds none in the first restored frame.
+    akd = {'akd': dict(type='calculate_akd', detection_scale=8)}
+    result = run_python(workdir, 'test.py', '-opt', write_options(workdir, 'keep_tiny_akd', akd), check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith('vfsr: error: ')
+    assert 'akd: frame 0: no face detected in the restored frame' in result.stderr.strip().splitlines()[-1]
+    assert 'Traceback' not in result.stderr
+    assert not (workdir / 'results' / 'keep_tiny_akd' / 'metrics_synthetic_vfhq_test.json').exists()
