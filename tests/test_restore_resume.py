@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import av
 import cv2
@@ -150,3 +151,11 @@ def test_help_describes_every_option(capsys):
         assert option in text
     from vfsr_restore.cli import build_parser
     assert all(action.help and len(action.help) > 10 for action in build_parser()._actions)
+
+
+def test_console_script_reports_a_missing_input_first(tmp_path):
+    script = Path(sys.executable).parent / 'vfsr-restore'  # installed by `pip install -e .` beside this interpreter
+    result = subprocess.run([str(script), str(tmp_path / 'missing.mp4'), '-o', str(tmp_path / 'out.mp4')],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f'vfsr-restore: error: {tmp_path / "missing.mp4"}: no such file or folder'

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from vfsr_arch.checkpoint import CheckpointError
-from vfsr_restore.media import EncoderSettings, MediaError, output_format
+from vfsr_restore.media import EncoderSettings, MediaError, output_format, probe
 from vfsr_restore.pipeline import RestoreSettings, restore_file
 
 VIDEO_SUFFIX = '.mp4'
@@ -181,6 +181,8 @@ def main(argv=None) -> int:
                 print(f'vfsr-restore: {dst} exists, skipped (--overwrite to redo it)', file=sys.stderr)
         if not todo:
             return 0
+        if len(jobs) == 1:
+            probe(todo[0][0])  # a bad input is reported before any network is loaded
         detector, restorer = _networks(args, settings)
         failures = 0
         for src, dst in todo:
