@@ -122,3 +122,25 @@ def test_bad_weights_files_are_one_line_errors_without_output(tmp_path, video, c
     # official weights missing: the error names the file and where it is published
     assert main([str(video), '-o', str(tmp_path / 'k.mp4'), '--weights-dir', str(tmp_path), *FAST]) == 1
     assert 'KEEP-b76feb75.pth' in capsys.readouterr().err
+
+
+def test_realesrgan_background_tiles_equal_the_whole_frame_and_runs_in_the_cli(tmp_path, video):
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    from vfsr_restore.background import RealESRGANBackground
+
+    net = randomize_like_reference(RRDBNet(3, 3, scale=2, num_feat=8, num_block=1, num_grow_ch=4), seed=2)
+    weights = tmp_path / 'RealESRGAN_x2_tiny.pth'
+    torch.save({'params_ema': net.state_dict()}, weights)
+    image = (torch.rand(40, 56, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
+    whole = RealESRGANBackground(weights, tile=1000)(image, 2)
+    tiled = RealESRGANBackground(weights, tile=16, pad=48)(image, 2)
+    assert whole.shape == (80, 112, 3) and abs(whole - tiled).max() < 0.5
+    assert RealESRGANBackground(weights)(image, 3).shape == (120, 168, 3)  # x2 network, then Lanczos to x3
+    output = tmp_path / 'bg.mp4'
+    assert main([str(video), '-o', str(output), '--model', 'identity', '--background-weights', str(weights),
+                 '--upscale', '2', *FAST]) == 0
+    assert json.loads((tmp_path / 'bg.mp4.json').read_text())['output_size'] == [256, 192]
+    (tmp_path / 'wrong.pth').write_bytes((tmp_path / 'bg.mp4').read_bytes()[:100])
+    assert main([str(video), '-o', str(tmp_path / 'x.mp4'), '--model', 'identity', '--background-weights',
+                 str(tmp_path / 'wrong.pth'), *FAST]) == 1

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     video = parser.add_argument_group('output video')
     video.add_argument('--upscale', type=int, default=1, help='output size = input size x this (whole number); the '
                        'background is upscaled with Lanczos')
+    video.add_argument('--background-weights', help='Real-ESRGAN weights (RealESRGAN_x4plus.pth or _x2plus.pth) '
+                       'to upscale the background, tiled (default: Lanczos)')
+    video.add_argument('--background-tile', type=int, default=256, help='Real-ESRGAN tile size in input pixels')
     video.add_argument('--start', type=float, help='first second to restore (audio trimmed in sync)')
     video.add_argument('--end', type=float, help='second to stop at (exclusive)')
     video.add_argument('--codec', default='libx264', help='video encoder (PyAV/FFmpeg name)')
@@ -183,12 +186,12 @@ def main(argv=None) -> int:
             return 0
         if len(jobs) == 1:
             probe(todo[0][0])  # a bad input is reported before any network is loaded
-        detector, restorer = _networks(args, settings)
+        detector, restorer, upsampler = _networks(args, settings)
         failures = 0
         for src, dst in todo:
             try:
                 report = restore_file(src, dst, settings, detector, restorer, args.report if len(jobs) == 1 else None,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, upsampler=upsampler)
                 print(f'vfsr-restore: wrote {dst} ({report["frames_out"]} frames, {len(report["tracks"])} face '
                       f'tracks, {report["processing_fps"]} frames/s)', file=sys.stderr)
             except (MediaError, OSError) as error:
@@ -220,7 +223,8 @@ def _settings(args, parser) -> RestoreSettings:
     network_opt = read_network_opt(args.opt)
     extra = {'network_g': network_opt, 'weights': args.weights, 'weights_dir': args.weights_dir,
              'random_weights': args.random_weights, 'fidelity': args.fidelity, 'max_length': args.max_length,
-             'keep_restart': args.keep_restart, 'precision': args.precision}
+             'keep_restart': args.keep_restart, 'precision': args.precision,
+             'background_weights': args.background_weights, 'background_tile': args.background_tile}
     return RestoreSettings(
         model=args.model, upscale=args.upscale, faces=args.faces, min_face_size=args.min_face_size,
         detector=args.detector, detector_batch=args.detector_batch, min_score=args.min_score,
@@ -243,7 +247,13 @@ def _networks(args, settings: RestoreSettings):
     extra = settings.fingerprint_extra
     restorer = build_restorer(args.model, extra['network_g'], args.weights, args.weights_dir, device,
                               args.precision, args.fidelity, args.max_length, args.keep_restart, args.random_weights)
-    return detector, restorer
+    upsampler = None
+    if args.background_weights:
+        from vfsr_restore.background import RealESRGANBackground
+
+        upsampler = RealESRGANBackground(args.background_weights, device, args.background_tile,
+                                         precision=args.precision)
+    return detector, restorer, upsampler
 
 
 def entry_point() -> None:

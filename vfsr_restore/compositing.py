@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from vfsr_data.face_landmarks import similarity_to_template
+from vfsr_restore.background import lanczos_upscale
 
 
 def to_3x3(matrix: np.ndarray) -> np.ndarray:
@@ -58,19 +59,19 @@ def soft_mask(width: int, height: int, inset: float = 0.04, feather: float = 0.0
 
 
 class Compositor:
-    """Upscale frames and paste restored faces into them."""
+    """Upscale frames (Lanczos, or ``upsampler``: a :class:`vfsr_restore.background.RealESRGANBackground`) and
+    paste restored faces into them."""
 
-    def __init__(self, upscale: int = 1):
+    def __init__(self, upscale: int = 1, upsampler=None):
         if upscale < 1:
             raise ValueError(f'--upscale must be a whole number >= 1, got {upscale}')
-        self.upscale = upscale
+        self.upscale, self.upsampler = upscale, upsampler
 
     def background(self, image: np.ndarray) -> np.ndarray:
-        """The frame upscaled with Lanczos, float32 (H*u, W*u, 3)."""
-        if self.upscale == 1:
-            return image.astype(np.float32)
-        size = (image.shape[1] * self.upscale, image.shape[0] * self.upscale)
-        return cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4).astype(np.float32)
+        """The frame upscaled, float32 (H*u, W*u, 3)."""
+        if self.upsampler is None or self.upscale == 1:
+            return lanczos_upscale(image, self.upscale)
+        return self.upsampler(image, self.upscale)
 
     def paste(self, canvas: np.ndarray, restored: np.ndarray, matrix: np.ndarray, crop_size: tuple[int, int],
               alpha: float = 1.0) -> None:

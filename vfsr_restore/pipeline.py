@@ -197,7 +197,7 @@ class SegmentRestorer:
     start afresh."""
 
     def __init__(self, settings: RestoreSettings, detector, restorer, info: MediaInfo, timer: StageTimer,
-                 carried: dict | None, emit):
+                 carried: dict | None, emit, upsampler=None):
         self.settings, self.detector, self.restorer, self.info, self.timer = settings, detector, restorer, info, timer
         self.tracker = FaceTracker(settings.min_face_size, settings.max_gap)
         self.selection = FaceSelection(settings.faces)
@@ -207,7 +207,7 @@ class SegmentRestorer:
             self.selection.current = carried['selected']
             self.cuts.is_cut(carried['last_image'])
         self.planner = FacePlanner(settings.smoothing, settings.sigma, settings.ema, settings.max_gap, settings.fade)
-        self.compositor = Compositor(settings.upscale)
+        self.compositor = Compositor(settings.upscale, upsampler)
         self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
         detector.search_down_to(settings.min_face_size * self.detect_scale)
         self.emit = emit
@@ -363,15 +363,16 @@ def output_paths(output: Path, settings: RestoreSettings) -> dict[str, Path]:
 
 
 def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSettings, detector, restorer,
-                 report_path: str | Path | None = None, progress: bool = False) -> dict:
+                 report_path: str | Path | None = None, progress: bool = False, upsampler=None) -> dict:
     """Restore one input (video, frames folder or image) into ``output``; returns the report (also written as
-    JSON to ``report_path``, default ``<output>.json``)."""
+    JSON to ``report_path``, default ``<output>.json``). ``upsampler``: Real-ESRGAN for the background, or None
+    for Lanczos."""
     started = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     info = probe(input_path)
     timer = StageTimer()
     if info.kind == 'image':
-        return _restore_image(info, output, settings, detector, restorer, timer, report_path, started)
+        return _restore_image(info, output, settings, detector, restorer, upsampler, timer, report_path, started)
     if not output_format(output):
         raise MediaError(f'{output}: unknown video container suffix {output.suffix!r} (use .mp4, .mov, .mkv, .webm)')
     width, height = info.width * settings.upscale, info.height * settings.upscale
@@ -390,7 +391,7 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     outputs = output_paths(output, settings)
 
     try:
-        return _restore_video(info, output, settings, detector, restorer, timer, report_path, progress,
+        return _restore_video(info, output, settings, detector, restorer, upsampler, timer, report_path, progress,
                               started, work, manifest, done, outputs, width, height)
     except MediaError:
         shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
@@ -412,8 +413,8 @@ class CountedFrames:
             yield frame
 
 
-def _restore_video(info, output, settings, detector, restorer, timer, report_path, progress, started, work, manifest,
-                   done, outputs, width, height) -> dict:
+def _restore_video(info, output, settings, detector, restorer, upsampler, timer, report_path, progress, started,
+                   work, manifest, done, outputs, width, height) -> dict:
     """Stream the frames segment by segment (finished segments are only decoded), then mux and report."""
     manifest_path = work / 'manifest.json'
     iterator = iter(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)))
@@ -429,7 +430,7 @@ def _restore_video(info, output, settings, detector, restorer, timer, report_pat
             carried = {'tracker': done[segment_index]['tracker'], 'selected': done[segment_index]['selected']}
         else:
             record = _restore_segment(segment_index, segment, first_pts, work, outputs, info, settings,
-                                      detector, restorer, timer, carried, width, height)
+                                      detector, restorer, upsampler, timer, carried, width, height)
             carried = {'tracker': record['tracker'], 'selected': record['selected']}
             manifest['segments'].append(record)
             write_json_atomic(manifest_path, manifest)
@@ -478,7 +479,7 @@ def _progress_bar(progress: bool, info: MediaInfo, path: Path):
 
 
 def _restore_segment(segment_index, segment_frames: CountedFrames, first_pts, work, outputs, info, settings, detector,
-                     restorer, timer, carried, width, height) -> dict:
+                     restorer, upsampler, timer, carried, width, height) -> dict:
     """Restore and encode one segment's frames (read as they come) into its files, named in the returned manifest
     record."""
     files = {kind: f'{kind}_{segment_index:05d}.mp4' for kind in outputs}
@@ -499,7 +500,7 @@ def _restore_segment(segment_index, segment_frames: CountedFrames, first_pts, wo
         duration = record.frame.duration
         worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
 
-    segment = SegmentRestorer(settings, detector, restorer, info, timer, carried, emit)
+    segment = SegmentRestorer(settings, detector, restorer, info, timer, carried, emit, upsampler)
     first_frame = None
     try:
         for frame in segment_frames:
@@ -550,12 +551,12 @@ def _report(info, settings, segments, frames_in, outputs, timer, started, width,
     return report
 
 
-def _restore_image(info, output, settings, detector, restorer, timer, report_path, started) -> dict:
+def _restore_image(info, output, settings, detector, restorer, upsampler, timer, report_path, started) -> dict:
     """One image: restored as a one-frame video would be, written as an image (format from ``output``)."""
     frame = next(read_frames(info))
     results = []
     segment = SegmentRestorer(settings, detector, restorer, info, timer, None,
-                              lambda record, image: results.append((record, image)))
+                              lambda record, image: results.append((record, image)), upsampler)
     segment.push(frame)
     segment.finish()
     output.parent.mkdir(parents=True, exist_ok=True)
