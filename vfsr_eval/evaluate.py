@@ -119,28 +119,26 @@ def evaluate(methods: dict[str, Path], gt_root: Path | None, metrics: dict, devi
     if device:
         metrics = {name: dict(opt, device=device) if 'device' in signature_keys(opt['type']) else opt
                    for name, opt in metrics.items()}
-    reference_clips = clip_names(gt_root) if gt_root else None
-    jobs = []
-    for method, folder in methods.items():
-        clips = clip_names(folder)
-        if reference_clips is not None:
+    method_clips = {method: clip_names(folder) for method, folder in methods.items()}
+    if gt_root is None:
+        jobs = [(method, clip) for method, clips in method_clips.items() for clip in clips]
+    else:
+        reference_clips = clip_names(gt_root)
+        for method, clips in method_clips.items():
             missing = sorted(set(reference_clips) - set(clips))
             if missing:
-                raise EvaluationError(f'{method}: clip {missing[0]} of the ground truth is missing from {folder}')
-            clips = reference_clips
-        jobs.extend((method, clip) for clip in clips)
+                raise EvaluationError(f'{method}: clip {missing[0]} of the ground truth is missing from '
+                                      f'{methods[method]}')
+        jobs = [(method, clip) for clip in reference_clips for method in methods]  # each GT clip is read once
     results: dict[str, list[ClipScores]] = {method: [] for method in methods}
-    reference_cache: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+    reference_clip, reference_names, references = None, None, None
     for method, clip in tqdm(jobs, desc='vfsr-evaluate', unit='clip', disable=not progress):
-        references = None
-        if gt_root is not None:
-            if clip not in reference_cache:
-                reference_cache.clear()  # keep one clip of ground truth in memory
-                names = [path.name for path in frame_files(gt_root / clip)]
-                reference_cache[clip] = (names, read_frames(gt_root / clip))
-            names, references = reference_cache[clip]
+        if gt_root is not None and clip != reference_clip:
+            reference_clip = clip
+            reference_names = [path.name for path in frame_files(gt_root / clip)]
+            references = read_frames(gt_root / clip)
         count = None if references is None else len(references)
-        frames = read_frames(methods[method] / clip, count, names if references is not None else None)
+        frames = read_frames(methods[method] / clip, count, reference_names)
         try:
             results[method].append(score_clip(frames, references, metrics, clip))
         except ClipInputError as error:  # it starts with the clip's name
