@@ -110,7 +110,9 @@ def test_bad_weights_files_are_one_line_errors_without_output(tmp_path, video, c
     pickled_code.write_bytes(pickle.dumps({'params_ema': Payload()}))
     text_file = tmp_path / 'notes.pth'
     text_file.write_text('not a checkpoint')
-    cases = [(tmp_path / 'missing.pth', 'not found'), (pickled_code, str(pickled_code)), (text_file, str(text_file))]
+    vidface_weights = network_files(tmp_path, SMALL_VIDFACE)[1]  # weights of another network
+    cases = [(tmp_path / 'missing.pth', 'not found'), (pickled_code, str(pickled_code)), (text_file, str(text_file)),
+             (vidface_weights, str(vidface_weights))]
     for weights_file, message in cases:
         output = tmp_path / 'out.mp4'
         code = main([str(video), '-o', str(output), '--model', 'codeformer', '--opt', str(option_file), '--weights',
