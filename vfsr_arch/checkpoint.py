@@ -147,10 +147,13 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
             f'of {network} (widths, depths, ...) to those it was trained with')
     differences = (f'{len(missing)} of its {len(expected)} keys are missing{examples(missing)} and '
                    f'{len(unexpected)} are unexpected{examples(unexpected)}')
-    if top_level_names(expected) == top_level_names(state_dict):
-        raise CheckpointError(f'{other_configuration} (the same submodules, other layer counts or lists): '
-                              f'{differences}')
-    raise CheckpointError(f'{label}: a checkpoint of a different network, not {network}: {differences}')
+    # Submodules on both sides that the other lacks (or no key in common): another network. Otherwise the file
+    # has a subset or superset of the submodules, or other layers inside them: another configuration.
+    network_only, file_only = top_level_names(expected) - top_level_names(state_dict), \
+        top_level_names(state_dict) - top_level_names(expected)
+    if (network_only and file_only) or len(missing) == len(expected):
+        raise CheckpointError(f'{label}: a checkpoint of a different network, not {network}: {differences}')
+    raise CheckpointError(f'{other_configuration} (other submodules or layer counts): {differences}')
 
 
 def examples(keys: Sequence[str]) -> str:
