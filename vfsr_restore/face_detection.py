@@ -22,7 +22,7 @@ import vfsr_compat  # noqa: F401  (facexlib repairs and offline weights, before 
 import numpy as np
 import torch
 
-from vfsr_arch.vqgan_arch import load_weights
+from vfsr_arch.checkpoint import load_network_weights
 
 FACENET_INSTALL = 'pip install --no-deps facenet-pytorch==2.6.0'
 
@@ -96,8 +96,8 @@ class MTCNNDetector(FaceDetector):
         self.nets = []
         for name, net_class in (('pnet', PNet), ('rnet', RNet), ('onet', ONet)):
             net = net_class(pretrained=False)
-            load_weights(net, data_dir / f'{name}.pt', wrapper_keys=(),
-                         published_at=f'the facenet-pytorch wheel ({FACENET_INSTALL})')
+            load_network_weights(net, data_dir / f'{name}.pt', wrapper_keys=(), what=f'MTCNN {name} weights',
+                                 published_at=f'the facenet-pytorch wheel ({FACENET_INSTALL})')
             self.nets.append(net.eval().to(self.device))
         self.min_face_size = min_face_size
         # facenet-pytorch's defaults: stage thresholds and pyramid factor.
