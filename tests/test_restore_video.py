@@ -200,3 +200,10 @@ def test_audio_the_output_container_cannot_hold_is_reencoded_to_aac(tmp_path):
         assert container.streams.audio[0].codec_context.name == 'aac'
         decoded = sum(frame.samples for frame in container.decode(audio=0))
     assert abs(decoded - 3200) <= 1024 * 2  # the same sound, give or take the AAC encoder's frame padding
+
+
+def test_detecting_every_third_frame_still_restores_every_frame(videos, tmp_path):
+    report = restore(videos[0]['scene_cut'], tmp_path / 'sparse.mp4', '--detect-every', '3')
+    assert report['scene_cuts'] == [8]  # the cut frame is always detected
+    assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 7}, '2': {'first_frame': 8, 'last_frame': 15}}
+    assert report['faces_restored'] == 16

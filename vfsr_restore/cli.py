@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                        'starts a track; frames are shrunk for detection no further than keeps it detectable')
     faces.add_argument('--detect-max-side', type=int, default=640, help='frames are shrunk to this long side for '
                        'detection (faster), within the --min-face-size limit; 0: full size')
+    faces.add_argument('--detect-every', type=int, default=1, help='detect faces on every N-th frame only (and on '
+                       'the first frame of each scene); the frames between are interpolated along the tracks '
+                       '(faster; at most --max-gap)')
     faces.add_argument('--min-score', type=float, default=0.9, help='smallest detector confidence kept')
     faces.add_argument('--detector-batch', type=int, default=8, help='frames per detection batch')
     faces.add_argument('--smoothing', default='gaussian', choices=['gaussian', 'causal', 'none'],
@@ -218,6 +221,8 @@ def _settings(args, parser) -> RestoreSettings:
         parser.error(f'--segment-frames must be >= 1, got {args.segment_frames}')
     if args.start is not None and args.end is not None and args.end <= args.start:
         parser.error(f'--end ({args.end}) must be after --start ({args.start})')
+    if not 1 <= args.detect_every <= max(args.max_gap, 1):
+        parser.error(f'--detect-every must be between 1 and --max-gap ({args.max_gap}), got {args.detect_every}')
     if not 0 <= args.fidelity <= 1:
         parser.error(f'--fidelity must be in [0, 1], got {args.fidelity}')
     network_opt = read_network_opt(args.opt)
@@ -228,7 +233,7 @@ def _settings(args, parser) -> RestoreSettings:
     return RestoreSettings(
         model=args.model, upscale=args.upscale, faces=args.faces, min_face_size=args.min_face_size,
         detector=args.detector, detector_batch=args.detector_batch, min_score=args.min_score,
-        detect_max_side=args.detect_max_side or 10 ** 9,
+        detect_max_side=args.detect_max_side or 10 ** 9, detect_every=args.detect_every,
         smoothing=args.smoothing, sigma=args.sigma, ema=args.ema, max_gap=args.max_gap, fade=args.fade,
         scene_threshold=args.scene_threshold, start=args.start, end=args.end, segment_frames=args.segment_frames,
         encoder=EncoderSettings(args.codec, args.crf, args.preset, args.pix_fmt), compare=args.compare,

@@ -60,6 +60,7 @@ class RestoreSettings:
     detector: str = 'mtcnn'
     detector_batch: int = 8
     detect_max_side: int = 640
+    detect_every: int = 1
     min_score: float = 0.9
     smoothing: str = 'gaussian'
     sigma: float = 2.0
@@ -240,13 +241,19 @@ class SegmentRestorer:
     def _detect_batch(self) -> None:
         if not self.batch:
             return
+        with self.timer.timed('track'):
+            cuts = [self.cuts.is_cut(frame.image) for frame in self.batch]
+        # every detect_every-th frame, the first frame of each scene and the last one before a cut seen in this
+        # batch (a track cannot be interpolated past its scene); tracks bridge the others
+        wanted = [position for position, (frame, cut) in enumerate(zip(self.batch, cuts))
+                  if cut or frame.index % self.settings.detect_every == 0 or any(cuts[position + 1:position + 2])]
+        detections: list[list[DetectedFace]] = [[] for _ in self.batch]
         with self.timer.timed('detect'):
-            detections = self.detector.detect([self._detection_image(frame.image) for frame in self.batch])
-            if self.detect_scale != 1:
-                detections = [[rescaled_face(face, 1 / self.detect_scale) for face in faces] for faces in detections]
-        for frame, faces in zip(self.batch, detections):
+            found = self.detector.detect([self._detection_image(self.batch[position].image) for position in wanted])
+            for position, faces in zip(wanted, found):
+                detections[position] = [rescaled_face(face, 1 / self.detect_scale) for face in faces]
+        for frame, faces, cut in zip(self.batch, detections, cuts):
             with self.timer.timed('track'):
-                cut = self.cuts.is_cut(frame.image)
                 if cut:
                     self.scene_cuts.append(frame.index)
                     self.tracker.reset()
@@ -312,6 +319,8 @@ def detection_scale(width: int, height: int, max_side: int, min_face_size: float
 
 def rescaled_face(face: DetectedFace, factor: float) -> DetectedFace:
     """A detection in an image resized by 1/``factor`` moved back to the full-size frame (pixel centres kept)."""
+    if factor == 1:
+        return face
     box = (face.box + 0.5) * factor - 0.5
     return DetectedFace(box.astype(np.float32), ((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), face.score)
 
