@@ -152,6 +152,23 @@ def test_sigma_akd_is_zero_for_a_constant_clip(big_face):
     assert calculate_metric({'img': moving, 'img2': [big_face] * 3}, opts) > 1
 
 
+def test_akd_with_68_points_loads_the_fan_weights_by_path(big_face, tmp_path):
+    from facexlib.alignment.awing_arch import FAN
+
+    from vfsr_eval.face_keypoints import detect_landmarks
+
+    torch.manual_seed(0)
+    weights = tmp_path / 'alignment_WFLW_4HG.pth'
+    torch.save({'state_dict': FAN(num_modules=4, num_landmarks=98, device='cpu').state_dict()}, weights)
+    opts = dict(landmarks=68, alignment_weights_path=str(weights), device='cpu')
+    assert detect_landmarks([big_face], **opts)[0].shape == (68, 2)
+    assert metric('calculate_akd', big_face, big_face, **opts) == 0
+    # the 256x256 crop follows the detected face, so the points follow the shift
+    assert metric('calculate_akd', shifted(big_face, 8), big_face, **opts) == pytest.approx(8, abs=3)
+    with pytest.raises(FileNotFoundError, match=r'absent\.pth.*alignment_WFLW_4HG'):
+        metric('calculate_akd', big_face, big_face, landmarks=68, alignment_weights_path=str(tmp_path / 'absent.pth'))
+
+
 def test_landmark_jitter_is_zero_for_still_and_steady_motion_and_grows_with_shake():
     still = np.repeat(ASTRONAUT_LANDMARKS[None], 6, axis=0)
     steady = still + np.arange(6)[:, None, None] * np.array([2.0, 1.0])
@@ -159,6 +176,10 @@ def test_landmark_jitter_is_zero_for_still_and_steady_motion_and_grows_with_shak
     assert landmark_jitter(still) == 0
     assert landmark_jitter(steady) == pytest.approx(0, abs=1e-9)
     assert landmark_jitter(shake) > 1
+    points_68 = np.random.default_rng(1).uniform(0, 100, (68, 2))
+    steady_68 = points_68 + np.arange(5)[:, None, None] * np.array([1.0, 2.0])
+    assert landmark_jitter(steady_68) == pytest.approx(0, abs=1e-9)
+    assert landmark_jitter(steady_68 + np.random.default_rng(2).normal(0, 1, (5, 1, 2))) > 0.1
 
 
 def test_landmark_jitter_of_detected_landmarks_needs_no_ground_truth(big_face):
