@@ -124,9 +124,9 @@ def build_parser(is_train: bool) -> argparse.ArgumentParser:
                         help='prefix the name with debug_' + (' and validate, log and checkpoint every few '
                                                               'iterations, without tensorboard' if is_train else
                                                               ' (results go to results/debug_<name>/)'))
-    parser.add_argument('--local_rank', type=int, default=0,
-                        help='process rank on this machine, set by torch.distributed.launch (also as --local-rank); '
-                             'torchrun sets LOCAL_RANK instead')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='process rank on this machine, set by torch.distributed.launch; torchrun sets '
+                             'LOCAL_RANK instead')
     parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY:SUBKEY=VALUE',
                         help='override option values, keys joined by ":" (e.g. train:total_iter=1000 '
                              'datasets:train:batch_size_per_gpu=2); values in YAML spelling (~ for null)')
