@@ -5,7 +5,7 @@
   (with the ``--force_yml`` overrides the docs show): the commands, the docs and the option files cannot drift apart.
 - Their Python blocks run on a tiny configuration: the only change is the one substitution listed in
   ``TINY_CONFIGURATIONS`` (the released 512x512 KEEP becomes a 32x32 one), and each substitution must apply.
-- ``KEEP.restore_video`` takes what the README says it takes.
+- ``KEEP.restore_video`` takes what the README says it takes, and the relative links of the docs resolve.
 
 The commands run in this process through ``runpy`` (as ``python -m`` would), so they cost no interpreter start.
 """
@@ -192,3 +192,13 @@ def test_restore_video_takes_a_clip_or_frames_and_refuses_a_bare_frame_stack():
     with pytest.raises(ValueError, match=r'pass frames\.unsqueeze\(0\)'):
         next(net.restore_video(clip[0]))
 
+
+
+def test_relative_links_point_to_files():
+    broken = []
+    for doc in PYTHON_BLOCK_DOCS:
+        path = REPO_ROOT / doc
+        for target in re.findall(r'\]\(([^)#\s]+)(?:#[^)]*)?\)', path.read_text()):
+            if not re.match(r'[a-z]+://', target) and not (path.parent / target).exists():
+                broken.append(f'{doc}: {target}')
+    assert broken == []
