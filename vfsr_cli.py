@@ -47,6 +47,7 @@ REQUIRED_TRAIN_KEYS = ('train', 'logger')
 REQUIRED_SECTION_KEYS = {'val': ('save_img', )}
 REQUIRED_TRAIN_SECTION_KEYS = {'train': ('total_iter', ), 'logger': ('print_freq', 'save_checkpoint_freq'),
                                'val': ('val_freq', )}
+IO_BACKENDS = ('disk', 'lmdb', 'memcached')  # BasicSR's FileClient backends (vfsr's own datasets: disk, lmdb)
 # Keys of a dataset section that BasicSR itself sets or its dataloader reads.
 DATASET_BASE_KEYS = {'name', 'type', 'phase', 'scale'}
 # Where a missing dataset comes from: (a part of its path, the hint). The first match wins.
@@ -368,6 +369,10 @@ def check_dataset(dataset_opt: dict, key: str, problems: Problems) -> None:
         problems.error(key, 'must be a section of dataset options')
         return
     dataset_class = collect(problems, check_registered, DATASET_REGISTRY, dataset_opt.get('type'), f'{key}.type')
+    backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
+    if backend not in IO_BACKENDS:
+        problems.error(f'{key}.io_backend.type', f'unknown backend {backend!r}; one of {", ".join(IO_BACKENDS)}'
+                       f'{did_you_mean(backend, IO_BACKENDS)}')
     if dataset_class is not None:
         known = keys_read_by(dataset_class, basicsr.data, basicsr.train) | DATASET_BASE_KEYS
         check_free_keys(dataset_opt, known, key, dataset_class.__name__, problems)

@@ -118,6 +118,8 @@ def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys)
      '--force_yml train:scheduler:periods=[8: cannot read the value'),
     ({}, ['--force_yml', 'datasets:training:batch_size_per_gpu=2'],
      "--force_yml datasets:training:batch_size_per_gpu=2: datasets has no section 'training'; did you mean train"),
+    ({'datasets': {'train': {'io_backend': {'type': 'lmbd'}}}}, [],
+     "datasets.train.io_backend.type: unknown backend 'lmbd'; one of disk, lmdb, memcached; did you mean lmdb"),
     ({'logger': None}, [], 'logger: missing; BasicSR needs it'),
     ({'val': {'val_freq': None}}, [], 'val.val_freq: missing; BasicSR needs it'),
     ({'logger': {'print_freqq': 2}}, [],
