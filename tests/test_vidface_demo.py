@@ -1,5 +1,6 @@
 """The README's demo (``python demo.py``) runs end to end on a shortened schedule: data from the astronaut photo,
-VidFace training and validation through train.py, bicubic through test.py, and the comparison table."""
+VidFace training and validation through train.py, bicubic through test.py, the comparison table, and its claim:
+VidFace beats bicubic."""
 import json
 import shutil
 import socket
@@ -7,6 +8,13 @@ import socket
 from conftest import REPO_ROOT, run_python
 
 from datasets_prep.make_demo_tufs import make_demo_tufs
+
+# The shortened schedule and the PSNR Y gain over bicubic it reliably reaches. Measured on this project's CPU machine
+# (80 iterations, one thread) with demo_vidface.yml's manual_seed 10 and with seeds 1, 2 and 3: +0.431, +0.423,
+# +0.429 and +0.321 dB (60 iterations: +0.189 with seed 10). The bound leaves about 0.1 dB below the lowest seed for
+# other CPUs and library versions. The full 300-iteration demo gains about 1.3 dB.
+DEMO_TEST_ITERS = 80
+MIN_PSNR_Y_GAIN = 0.2
 
 
 def copy_demo_files(workdir):
@@ -25,7 +33,7 @@ def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):
                    'tb_logger/demo_vidface', 'results/bicubic_demo', 'datasets/demo_tufs'):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / 'earlier_run.txt').touch()
-    result = run_python(tmp_path, 'demo.py', '--iters', '2')
+    result = run_python(tmp_path, 'demo.py', '--iters', str(DEMO_TEST_ITERS))
     assert not list(tmp_path.glob('*/*_archived_*')) and not list(tmp_path.glob('*/*/earlier_run.txt'))
 
     assert len(list((tmp_path / 'datasets' / 'demo_tufs' / 'val').glob('*/0001/im7.png'))) == 8
@@ -37,7 +45,8 @@ def test_demo_pipeline_runs_on_a_short_schedule(tmp_path):
         row = next(line for line in table.splitlines() if line.startswith(label)).split()
         assert row[-3:-1] == [f'{bicubic["metrics"][key]:.4f}', f'{vidface["metrics"][key]:.4f}']
     gain = vidface['metrics']['psnr_y'] - bicubic['metrics']['psnr_y']
-    assert f'bicubic: {gain:+.2f} dB PSNR on Y.' in result.stdout
+    assert f'VidFace beats bicubic: {gain:+.2f} dB PSNR on Y.' in result.stdout
+    assert gain >= MIN_PSNR_Y_GAIN, f'VidFace gains {gain:.3f} dB PSNR Y after {DEMO_TEST_ITERS} iterations'
     assert list((tmp_path / 'experiments' / 'demo_vidface' / 'visualization').glob('val000_0001/*_compare.png'))
 
 
