@@ -34,7 +34,7 @@ import vfsr_arch  # noqa: F401  (registers the plugin's networks)
 import vfsr_data  # noqa: F401
 import vfsr_eval  # noqa: F401  (registers the metrics that val.metrics may name)
 import vfsr_models  # noqa: F401
-from vfsr_arch.checkpoint import CheckpointError
+from vfsr_arch.checkpoint import CheckpointError, check_pretrained_networks, read_checkpoint
 from vfsr_eval.clip_scoring import ClipInputError
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -402,7 +402,22 @@ def check_command_line(is_train: bool) -> Problems:
     args = build_parser(is_train).parse_args()
     problems = Problems()
     opt = load_options(args.opt, args.force_yml, problems)
-    return check_options(opt, is_train, problems)
+    check_options(opt, is_train, problems)
+    if not problems.errors:
+        check_checkpoints(opt, problems)
+    return problems
+
+
+def check_checkpoints(opt: dict, problems: Problems) -> None:
+    """The weights files the options name are weights-only checkpoints (mapped, not read), and each
+    ``path.pretrain_network_*`` holds the weights of its network: one line per bad file."""
+    try:
+        for key, _, value, kind in referenced_paths(opt):
+            if kind == 'weights':
+                read_checkpoint(os.path.expanduser(value), key, mmap=True)
+        check_pretrained_networks(opt)
+    except CheckpointError as error:
+        problems.errors.append(str(error))
 
 
 def run(root_path: str, is_train: bool) -> None:
