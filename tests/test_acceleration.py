@@ -2,6 +2,7 @@
 parts in float32, the float32 regions are exact without autocast, and compile / bf16 fall back with a one-line
 warning where they cannot run."""
 import math
+import os
 import warnings
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -106,6 +107,7 @@ def test_unknown_or_unsupported_precision():
 def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(monkeypatch):
     import torch._inductor.config as inductor_config
     monkeypatch.setattr(inductor_config.cpp, 'cxx', ('/nonexistent/c++',))
+    torch._dynamo.reset()  # forget a probe compiled by an earlier test
     model = randomized_tiny_codeformer().eval()
     x = clip(1)[:, 0]
     with torch.no_grad():
@@ -176,3 +178,30 @@ def test_training_autocast_takes_bf16_or_fp32_only():
         training_autocast('fp16', 'cpu')
     with training_autocast(None, 'cpu'):
         assert not torch.is_autocast_enabled('cpu')
+
+
+def codeformer_codes_and_output(net, x):
+    out, logits, _ = net(x[:, 0], w=0.5, adain=True)
+    return out, logits
+
+
+def keep_codes_and_outputs(net, x):
+    chunk = net.restore([net.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])])
+    return chunk.outputs, chunk.logits
+
+
+@pytest.mark.skipif(os.environ.get('VFSR_COMPILE_TESTS') != '1',
+                    reason='inductor compiles for minutes on 2 cores: set VFSR_COMPILE_TESTS=1')
+@pytest.mark.parametrize('build, run', [(randomized_tiny_codeformer, codeformer_codes_and_output),
+                                        (randomized_tiny_keep, keep_codes_and_outputs)])
+def test_compiled_network_gives_the_same_codes_and_outputs(build, run):
+    torch._dynamo.reset()
+    model, x = with_realistic_code_margins(build()).eval(), clip(2)
+    keys = list(model.state_dict())
+    with torch.no_grad():
+        expected, expected_logits = run(model, x)
+        compiled = compile_network(model)
+        out, logits = run(compiled, x)
+    assert compiled is model and list(model.state_dict()) == keys
+    assert torch.equal(logits.argmax(-1), expected_logits.argmax(-1))
+    torch.testing.assert_close(out, expected, atol=1e-3, rtol=0)

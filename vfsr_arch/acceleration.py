@@ -87,8 +87,6 @@ def compiler_available() -> str | None:
     """None if ``torch.compile`` (inductor) builds and runs a kernel on this machine, else why not (one line). It
     compiles a one-line function once: a few seconds."""
     try:
-        import torch._dynamo
-        torch._dynamo.reset()
         probe = torch.compile(lambda x: torch.sigmoid(x) * 2, backend='inductor')
         probe(torch.ones(8))
         return None
