@@ -205,10 +205,11 @@ def check_pretrained_networks(opt: Mapping) -> None:
         if suffix == name or not path or not isinstance(network_opt, Mapping):
             continue
         try:
-            with torch.device('meta'):
+            with torch.device('meta'), warnings.catch_warnings():  # weights a constructor loads are not kept there
+                warnings.filterwarnings('ignore', message='.*non-meta parameter', category=UserWarning)
                 network = build_network(network_opt)
-        except NotImplementedError:  # a constructor that computes with tensor data (VidFace's sinusoid table)
-            network = build_network(network_opt)
+        except (NotImplementedError, RuntimeError):  # a constructor that reads tensor data (VidFace's sinusoid
+            network = build_network(network_opt)  # table) builds on the CPU; a real error is raised there again
         param_key = path_opt.get(f'param_key_{suffix}', 'params')
         checked_state_dict(network, path, (param_key, 'params') if param_key else (), what=f'path.{name}',
                            strict=path_opt.get(f'strict_load_{suffix}', True), mmap=True)
