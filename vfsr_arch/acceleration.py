@@ -3,11 +3,13 @@ precision-sensitive parts in float32, and ``torch.compile``, each falling back t
 warning where the machine or the torch build cannot do it.
 
 * :func:`float32_under_autocast` marks a function whose result decides something discrete or geometric (the code
-  logits whose argmax picks the codebook entries, the Kalman gain, GMFlow's matching softmax and its flow): under
-  autocast it runs in float32 on float32 inputs; without autocast it is the plain function.
+  logits whose argmax picks the codebook entries, the Kalman gain, KEEP's flow estimator): under autocast it runs
+  in float32 on float32 inputs; without autocast it is the plain function. What bf16 does to the answer is measured
+  by ``benchmarks/bench_bf16_agreement.py`` (docs/benchmarks.md).
 * :func:`autocast_context` is the autocast context for a precision name (``fp32``, ``bf16``, ``fp16``);
   :func:`training_autocast` the one of a training step, from the option ``train.autocast``.
-* :func:`compile_network` wraps ``torch.compile`` (inductor) and returns the network unchanged where it cannot compile.
+* :func:`compile_network` compiles a network's submodules with ``torch.compile`` (inductor), or leaves the network
+  unchanged where it cannot compile.
 """
 import functools
 import warnings
@@ -85,7 +87,7 @@ def training_autocast(precision: str | None, device: torch.device | str) -> Abst
 
 def compiler_available() -> str | None:
     """None if ``torch.compile`` (inductor) builds and runs a kernel on this machine, else why not (one line). It
-    compiles a one-line function once: a few seconds."""
+    compiles a one-line function (seconds on an idle machine, up to minutes on a loaded 2-core one)."""
     try:
         probe = torch.compile(lambda x: torch.sigmoid(x) * 2, backend='inductor')
         probe(torch.ones(8))
@@ -99,10 +101,10 @@ def compile_network(network: nn.Module, enabled: bool = True, **compile_kwargs) 
     build or machine cannot compile, a one-line warning and ``network`` unchanged.
 
     Each child module (each entry of a ``ModuleList``/``ModuleDict``/``Sequential``, which the networks often
-    iterate themselves) is compiled with ``nn.Module.compile``, so
-    the network keeps its class, its methods (``KEEP.step``, ``restore_video``) and its state_dict keys, and the
-    Python control flow around the heavy parts (KEEP's recurrence over frames) stays eager. Later failures inside
-    a graph fall back to eager for that graph (``torch._dynamo.config.suppress_errors``).
+    iterate themselves) is compiled with ``nn.Module.compile``, so the network keeps its class, its methods
+    (``KEEP.step``, ``restore_video``) and its state_dict keys, and the Python control flow around the heavy parts
+    (KEEP's recurrence over frames) stays eager. Later failures inside a graph fall back to eager for that graph
+    (``torch._dynamo.config.suppress_errors``, set globally).
     """
     if not enabled:
         return network
