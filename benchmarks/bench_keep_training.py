@@ -24,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.harness import peak_memory_mb, run_fresh, timed_runs  # noqa: E402
+from benchmarks.harness import machine_description, peak_memory_mb, run_fresh, timed_runs  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,6 +38,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch', type=int, help='clips per step (default: batch_size_per_gpu of the options)')
     parser.add_argument('--steps', type=int, default=3, help='timed steps after one warm-up step')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--autocast', default='fp32', choices=['fp32', 'bf16'],
+                        help='train.autocast: bf16 runs the forward under bf16 autocast (default fp32)')
     parser.add_argument('--stage', type=int, help=argparse.SUPPRESS)  # one stage, in a child process
     return parser.parse_args(argv)
 
@@ -61,6 +63,7 @@ def build_options(args, stage: int, scratch: Path) -> tuple[dict, tuple[int, int
     opt['path'] = {'models': str(scratch), 'training_states': str(scratch), 'visualization': str(scratch)}
     opt['datasets'] = {}
     opt['train'].pop('total_iter', None)
+    opt['train']['autocast'] = args.autocast
     perceptual = opt['train'].get('perceptual_opt')
     if perceptual and not Path(perceptual.get('vgg_weights_path', 'weights/LPIPS/vgg16-397923af.pth')).is_file():
         perceptual.update(random_lpips_weights(scratch))
@@ -114,7 +117,8 @@ def measure_stage(args, stage: int) -> dict:
         _, times, _ = timed_runs(step, args.steps)
         peak = peak_memory_mb(args.device)
         trainable = sum(p.numel() for p in model.net_g.parameters() if p.requires_grad)
-        return {'stage': stage, 'model': opt['model_type'], 'device': args.device, 'img_size': size,
+        return {'stage': stage, 'model': opt['model_type'], 'device': args.device, 'autocast': args.autocast,
+                'machine': machine_description(args.device), 'img_size': size,
                 'lq_size': lq_size, 'batch': batch, 'frames': frames, 'threads': args.threads,
                 'median_step_s': statistics.median(times), 'steps_s': times,
                 'peak_memory_mb': peak if args.device == 'cuda' else peak - baseline,
@@ -133,7 +137,8 @@ def main():
         report, stderr = run_fresh([__file__, *sys.argv[1:], '--stage', str(stage)], env=env, cwd=REPO_ROOT)
         if report is None:
             sys.exit(f'stage {stage} failed:\n{stderr[-3000:]}')
-        print(f"stage {stage} ({report['model']}) on {report['device']}: {report['batch']} x {report['frames']} "
+        print(f"stage {stage} ({report['model']}, {report['autocast']}) on {report['machine']}: "
+              f"{report['batch']} x {report['frames']} "
               f"frames, LQ {report['lq_size']} -> {report['img_size']} px, {report['threads']} threads: "
               f"{report['median_step_s']:.2f} s per step (median of {len(report['steps_s'])}), "
               f"{report['peak_memory_mb']:.0f} MB {report['memory_kind']}; "
