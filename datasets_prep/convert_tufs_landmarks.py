@@ -24,7 +24,12 @@ def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path, overw
     if Path(npz_path).suffix != '.npz':
         raise ValueError(f'the output must end with .npz, got {npz_path}')
     with open(pickle_path, 'rb') as file:
-        entries = pickle.load(file)  # noqa: S301 - trusted official file, see the module docstring
+        try:
+            entries = pickle.load(file)  # noqa: S301 - trusted official file, see the module docstring
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(f'{pickle_path} is not a readable pickle ({error or "truncated"})') from None
+    if not isinstance(entries, dict):
+        raise ValueError(f'{pickle_path} holds a {type(entries).__name__}, not the official {{key: landmarks}} dict')
     keys = sorted(entries)
     landmarks = np.zeros((len(keys), 2 * NUM_LANDMARKS), dtype=np.float32)
     for row, key in enumerate(keys):

@@ -100,6 +100,8 @@ def test_prep_script_problems_are_one_line_with_exit_code_2(tmp_path, monkeypatc
          'annotation folder missing is not a folder'),
         (('convert_tufs_landmarks', '--input', 'missing.pickle', '--output', 'out.npz'),
          'missing.pickle: No such file or directory'),
+        (('convert_tufs_landmarks', '--input', 'raw/landmarks/clip000.txt', '--output', 'out.npz'),
+         'raw/landmarks/clip000.txt is not a readable pickle'),
         (('make_degraded_testset', '--gt', 'raw/frames', '--output', 'lq', '--max-frames', '1', '--seed', '1'),
          'lq was made with other settings (seed differ, see lq/degradation.json)'),
         (('make_degraded_testset', '--gt', 'raw/frames', '--output', 'lq2', '--options', '{crf'),
