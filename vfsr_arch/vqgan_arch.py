@@ -20,9 +20,6 @@ from torch import nn
 
 from vfsr_arch.checkpoint import load_network_weights
 
-# The former name, still imported by vfsr_restore.face_detection; new code imports vfsr_arch.checkpoint.
-load_weights = load_network_weights
-
 CODEFORMER_RELEASES = 'https://github.com/sczhou/CodeFormer/releases'
 
 
