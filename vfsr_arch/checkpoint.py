@@ -89,26 +89,36 @@ def refused(names: Sequence[str]) -> str:
 
 
 def pickled_globals(path: Path) -> list[str] | None:
-    """The classes/functions named by the first pickle in ``path`` (read with ``pickletools``, never executed); None
-    if the file is no pickle."""
+    """The classes/functions named by the pickles in ``path`` (read with ``pickletools``, never executed), without
+    those torch.save itself writes (``torch.*``, ``collections.OrderedDict``); None if the file is no pickle.
+    A legacy (pre-zip) torch.save file is a few pickles followed by raw tensor data."""
+    names = []
+    with open(path, 'rb') as stream:
+        for index in range(4):
+            try:
+                names += globals_of_one_pickle(stream)
+            except Exception:  # noqa: BLE001 (pickletools raises ValueError/EOFError/... where no pickle is)
+                if index == 0:
+                    return None
+                break
+    return [name for name in names if not name.startswith('torch.') and name != 'collections.OrderedDict']
+
+
+def globals_of_one_pickle(stream) -> list[str]:
     names, pushed, memo = [], [], {}
-    try:
-        with open(path, 'rb') as stream:
-            for opcode, arg, _ in pickletools.genops(stream):
-                if opcode.name in ('GLOBAL', 'INST'):
-                    names.append(str(arg).replace(' ', '.'))
-                elif opcode.name == 'STACK_GLOBAL' and len(pushed) >= 2:
-                    names.append(f'{pushed[-2]}.{pushed[-1]}')
-                elif opcode.name == 'MEMOIZE' and pushed:
-                    memo[len(memo)] = pushed[-1]
-                elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT') and pushed:
-                    memo[arg] = pushed[-1]
-                elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
-                    pushed.append(memo.get(arg, ''))
-                elif isinstance(arg, str):
-                    pushed.append(arg)
-    except Exception:  # noqa: BLE001 (pickletools raises ValueError/EOFError/... on anything that is not a pickle)
-        return None
+    for opcode, arg, _ in pickletools.genops(stream):
+        if opcode.name in ('GLOBAL', 'INST'):
+            names.append(str(arg).replace(' ', '.'))
+        elif opcode.name == 'STACK_GLOBAL' and len(pushed) >= 2:
+            names.append(f'{pushed[-2]}.{pushed[-1]}')
+        elif opcode.name == 'MEMOIZE' and pushed:
+            memo[len(memo)] = pushed[-1]
+        elif opcode.name in ('BINPUT', 'LONG_BINPUT', 'PUT') and pushed:
+            memo[arg] = pushed[-1]
+        elif opcode.name in ('BINGET', 'LONG_BINGET', 'GET'):
+            pushed.append(memo.get(arg, ''))
+        elif isinstance(arg, str):
+            pushed.append(arg)
     return names
 
 
