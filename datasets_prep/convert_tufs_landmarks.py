@@ -30,12 +30,20 @@ def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path, overw
             raise ValueError(f'{pickle_path} is not a readable pickle ({error or "truncated"})') from None
     if not isinstance(entries, dict):
         raise ValueError(f'{pickle_path} holds a {type(entries).__name__}, not the official {{key: landmarks}} dict')
+    return save_landmarks_npz(entries, npz_path, overwrite, source=pickle_path)
+
+
+def save_landmarks_npz(entries: dict, npz_path: str | Path, overwrite: bool = False, source=None) -> int:
+    """Save ``{'<clip>/<seq>/imN.png': 10 numbers}`` as the npz the datasets read (``keys`` (N,) str sorted,
+    ``landmarks`` (N, 10) float32), whole or not at all; returns the number of entries. ``source`` names the
+    input in errors (default: the output)."""
     keys = sorted(entries)
     landmarks = np.zeros((len(keys), 2 * NUM_LANDMARKS), dtype=np.float32)
     for row, key in enumerate(keys):
         value = np.asarray(entries[key], dtype=np.float32).reshape(-1)
         if value.shape != (2 * NUM_LANDMARKS, ):
-            raise ValueError(f'{pickle_path}: entry {key!r} has {value.size} values, expected {2 * NUM_LANDMARKS}')
+            raise ValueError(f'{source or npz_path}: entry {key!r} has {value.size} values, '
+                             f'expected {2 * NUM_LANDMARKS}')
         landmarks[row] = value
     with atomic_directory(npz_path, overwrite) as partial:
         np.savez(partial, keys=np.array(keys, dtype=str), landmarks=landmarks)

@@ -6,12 +6,14 @@ Input: one folder of frame images per video, at any depth under ``--frames`` (IJ
 single images; its metadata names the video of each frame: copy or link each video's frames into a folder of its
 own first, e.g. ``<frames>/<subject id>/<video id>/<frame>.png``). Frames are read in file-name order. Output as
 ``make_tufs`` (``<clip>`` = the folders above the video folder joined by '_', ``<seq>`` = the video folder's
-name); every sequence is listed in ``meta_info_test.txt`` (IJB-C is a test set), the layout that
-``options/test_vidface_ijbc.yml`` reads. Resumable; each sequence is written atomically.
+name), all in the test split (IJB-C is a test set): ``<output>/test/<clip>/<seq>/im1..im7.png``,
+``<output>/meta_info_test.txt`` and ``<output>/landmarks.npz``, so that ``--output datasets/IJBC`` is what
+``options/test_vidface_ijbc.yml`` and ``options/test_bicubic_ijbc.yml`` read. Resumable; each sequence is written
+atomically.
 
 Example::
 
-    python -m datasets_prep.make_ijbc --frames datasets/IJBC/video_frames --output datasets/IJBC/test
+    python -m datasets_prep.make_ijbc --frames datasets/IJBC/video_frames --output datasets/IJBC
 """
 from datasets_prep.cli import ScriptParser, run_script
 from datasets_prep.make_tufs import make_tufs
@@ -20,7 +22,8 @@ from datasets_prep.make_tufs import make_tufs
 def main():
     parser = ScriptParser(__file__, __doc__)
     parser.add_flag('--frames', required=True, help='root of the per-video frame folders (searched recursively)')
-    parser.add_flag('--output', required=True, help='root of the TUFs layout (resumed when it exists)')
+    parser.add_flag('--output', required=True,
+                    help='root of the TUFs layout, e.g. datasets/IJBC (resumed when it exists)')
     parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
                     help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
     parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')

@@ -5,18 +5,20 @@ For every video: faces are detected in every frame (``vfsr_restore``'s detector,
 linked into tracks (``vfsr_restore.tracking.FaceTracker``); the longest track is the clip's face. Seven snapshots
 are chosen from its frames, by face quality first, then pose variety; each is cropped around the face box, without
 rotation (VidFace's snapshots are unaligned), and resized to the GT size 128x96 (H x W); its five detected
-landmarks go through the same crop. Output (read by ``TUFS145KDataset`` / ``TUFS145KTestDataset``)::
+landmarks go through the same crop. Output: the official TUFs-145K release layout, so that
+``--output datasets/TUFS145K`` is what ``options/*_tufs.yml`` read (``TUFS145KDataset`` / ``TUFS145KTestDataset``)::
 
-    <output>/<clip>/<seq>/im1.png ... im7.png   GT 128x96, snapshots in time order
-    <output>/landmarks.json                     {'<clip>/<seq>/imN.png': [x1, y1, ..., x5, y5]} in [0, 1]
-    <output>/meta_info.txt                      every '<clip>/<seq>'
-    <output>/meta_info_train.txt, meta_info_test.txt   split by identity (the first folder), --test-fraction
-    <output>/snapshots.json                     where each snapshot comes from: video, frame index, crop box
+    <output>/train/<clip>/<seq>/im1.png ... im7.png   GT 128x96, snapshots in time order (test/ the same)
+    <output>/meta_info_train.txt, meta_info_test.txt  '<clip>/<seq>' a line; split by identity (the clip's first
+                                                      '_' field), --test-fraction of the identities in test/
+    <output>/landmarks.npz                            keys '<clip>/<seq>/imN.png', landmarks (N, 10) in [0, 1]
+    <output>/snapshots.json                           where each snapshot comes from: split, video, frame, crop
 
 ``<clip>`` is the video's folder path relative to ``--videos`` with '/' replaced by '_' (VoxCeleb2:
 ``id00017_01dfn2spqyE``), ``<seq>`` the video's file stem (``00001``). Videos are recognised by extension
-(``--extensions``). Each sequence folder is written atomically and a rerun skips those already done (resumable);
-the landmark, meta_info and snapshot files are rewritten atomically at the end from every sequence present.
+(``--extensions``). Each sequence folder is written atomically and a rerun skips those already done, in either
+split (resumable; a sequence keeps the split it was written in); the landmark, meta_info and snapshot files are
+rewritten atomically at the end from every sequence present.
 
 What the paper states, and what is approximated here: TUFs-145K keeps 7 snapshots per VoxCeleb2 clip chosen for
 face quality and pose variety, GT 128x96 with 5 landmarks. The exact quality measure, pose estimator, crop margin
@@ -28,7 +30,7 @@ from the best frame. Crop: the box centre, width ``--crop-scale`` (1.3) x the bo
 
 Example::
 
-    python -m datasets_prep.make_tufs --videos datasets/VoxCeleb2/test/mp4 --output datasets/TUFS_vox2_test
+    python -m datasets_prep.make_tufs --videos datasets/VoxCeleb2/test/mp4 --output datasets/TUFS145K
 """
 import json
 import zlib
@@ -41,12 +43,14 @@ from tqdm import tqdm
 
 from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
+from datasets_prep.convert_tufs_landmarks import save_landmarks_npz
 from vfsr_data.clip_frames import IMAGE_EXTENSIONS
 
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v')
 DETECTION_BATCH = 8
+SPLITS = ('train', 'test')
 
 
 @dataclass
@@ -175,31 +179,32 @@ def clip_and_sequence(video: Path, videos_root: Path) -> tuple[str, str]:
     return clip, video.stem if relative.parent.parts else '0001'
 
 
-def is_test_identity(clip: str, test_fraction: float) -> bool:
-    """A stable split by identity (the clip's first folder): CRC32 of its name against ``test_fraction``."""
+def split_of(clip: str, test_fraction: float) -> str:
+    """'test' or 'train', stable by identity (the clip's first '_' field): CRC32 of its name against
+    ``test_fraction``."""
     identity = clip.split('_')[0]
-    return zlib.crc32(identity.encode('utf-8')) % 10000 < test_fraction * 10000
+    return 'test' if zlib.crc32(identity.encode('utf-8')) % 10000 < test_fraction * 10000 else 'train'
 
 
-def write_index_files(output: Path, test_fraction: float) -> int:
-    """landmarks.json, snapshots.json and the meta_info files, from every finished sequence; returns their count."""
-    landmarks, snapshots, sequences = {}, {}, []
-    for record_file in sorted(output.glob('*/*/.snapshots.json')):
-        key = f'{record_file.parent.parent.name}/{record_file.parent.name}'
-        sequences.append(key)
-        for name, record in json.loads(record_file.read_text()).items():
-            landmarks[f'{key}/{name}'] = record['landmarks']
-            snapshots[f'{key}/{name}'] = {k: v for k, v in record.items() if k != 'landmarks'}
-    test = [key for key in sequences if is_test_identity(key.split('/')[0], test_fraction)]
-    files = {'landmarks.json': json.dumps(landmarks, indent=0), 'snapshots.json': json.dumps(snapshots, indent=0),
-             'meta_info.txt': ''.join(f'{key}\n' for key in sequences),
-             'meta_info_test.txt': ''.join(f'{key}\n' for key in test),
-             'meta_info_train.txt': ''.join(f'{key}\n' for key in sequences if key not in test)}
+def write_index_files(output: Path) -> int:
+    """landmarks.npz, snapshots.json and meta_info_{train,test}.txt, from every finished sequence; returns their
+    count."""
+    landmarks, snapshots, sequences = {}, {}, {split: [] for split in SPLITS}
+    for split in SPLITS:
+        for record_file in sorted((output / split).glob('*/*/.snapshots.json')):
+            key = f'{record_file.parent.parent.name}/{record_file.parent.name}'
+            sequences[split].append(key)
+            for name, record in json.loads(record_file.read_text()).items():
+                landmarks[f'{key}/{name}'] = record['landmarks']
+                snapshots[f'{key}/{name}'] = {'split': split, **{k: v for k, v in record.items() if k != 'landmarks'}}
+    save_landmarks_npz(landmarks, output / 'landmarks.npz', overwrite=True)
+    files = {'snapshots.json': json.dumps(snapshots, indent=0),
+             **{f'meta_info_{split}.txt': ''.join(f'{key}\n' for key in keys) for split, keys in sequences.items()}}
     for name, text in files.items():
         partial = output / f'.{name}.partial'
         partial.write_text(text)
         partial.replace(output / name)
-    return len(sequences)
+    return sum(len(keys) for keys in sequences.values())
 
 
 def find_sources(root: Path, frame_folders: bool, extensions: tuple[str, ...]) -> list[Path]:
@@ -213,7 +218,7 @@ def make_tufs(videos_root: str | Path, output: str | Path, detector: str = 'mtcn
               device: str = 'cpu', min_face_size: float = 40, crop_scale: float = 1.3, test_fraction: float = 0.1,
               extensions: tuple[str, ...] = VIDEO_EXTENSIONS, frame_folders: bool = False,
               progress: bool = True) -> dict:
-    """Build the TUFs layout under ``output`` from every video under ``videos_root`` (with ``frame_folders``:
+    """Build the TUFs-145K layout under ``output`` from every video under ``videos_root`` (with ``frame_folders``:
     every folder of frame images, one per video); returns {'sequences': count written in total, 'skipped':
     {video: reason}}."""
     from vfsr_restore.face_detection import build_face_detector
@@ -230,21 +235,22 @@ def make_tufs(videos_root: str | Path, output: str | Path, detector: str = 'mtcn
     skipped = {}
     for video in tqdm(videos, desc='make_tufs', unit='video', disable=not progress):
         clip, sequence = clip_and_sequence(video, videos_root)
-        target = output / clip / sequence
-        if (target / '.snapshots.json').is_file():
+        if any((output / split / clip / sequence / '.snapshots.json').is_file() for split in SPLITS):
             continue  # done by an earlier run
         track = track_faces(video, face_detector, min_face_size)
         if len(track) < NUM_SNAPSHOTS:
             skipped[str(video)] = f'a face of at least {min_face_size:g} px in only {len(track)} frames'
             continue
+        target = output / split_of(clip, test_fraction) / clip / sequence
         write_sequence(video, target, choose_snapshots(track), crop_scale)
-    return {'sequences': write_index_files(output, test_fraction), 'skipped': skipped}
+    return {'sequences': write_index_files(output), 'skipped': skipped}
 
 
 def main():
     parser = ScriptParser(__file__, __doc__)
     parser.add_flag('--videos', required=True, help='root folder of the raw videos (searched recursively)')
-    parser.add_flag('--output', required=True, help='root of the TUFs layout (resumed when it exists)')
+    parser.add_flag('--output', required=True,
+                    help='root of the TUFs-145K layout, e.g. datasets/TUFS145K (resumed when it exists)')
     parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
                     help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
     parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')
@@ -252,7 +258,7 @@ def main():
     parser.add_flag('--min-face-size', type=float, default=40, help='smallest face side in pixels (default 40)')
     parser.add_flag('--crop-scale', type=float, default=1.3, help='crop width / face box width (default 1.3)')
     parser.add_flag('--test-fraction', type=float, default=0.1,
-                    help='share of identities in meta_info_test.txt (default 0.1)')
+                    help='share of identities written to test/ (default 0.1)')
 
     def make(args):
         result = make_tufs(args.videos, args.output, args.detector, args.weights_dir, args.device,
