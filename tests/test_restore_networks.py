@@ -10,6 +10,7 @@ import yaml
 from conftest import randomize_like_reference
 
 from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_arch.checkpoint import read_checkpoint
 from vfsr_restore.cli import main
 from vfsr_restore.restorers import ARCH_REGISTRY, KEEPRestorer
 
@@ -146,3 +147,41 @@ def test_realesrgan_background_tiles_equal_the_whole_frame_and_runs_in_the_cli(t
     (tmp_path / 'wrong.pth').write_bytes((tmp_path / 'bg.mp4').read_bytes()[:100])
     assert main([str(video), '-o', str(tmp_path / 'x.mp4'), '--model', 'identity', '--background-weights',
                  str(tmp_path / 'wrong.pth'), *FAST]) == 1
+
+
+def decoded_frames(path):
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format='rgb24') for frame in container.decode(video=0)]
+
+
+def test_keep_segments_and_resume_leave_no_seam(tmp_path, video, monkeypatch):
+    """A run in segments of 2 frames (boundaries inside KEEP's 3-frame chunks, frames waiting for their plan),
+    interrupted after a segment and rerun, loads the saved state (KEEP's carried tensors and unfinished chunk,
+    smoothing, waiting frames) and gives the same pixels as one segment over the whole clip."""
+    option_file, weights, _ = network_files(tmp_path, TINY_KEEP)
+    options = ['--model', 'keep', '--opt', str(option_file), '--weights', str(weights), '--no-progress',
+               '--min-face-size', '24', '--detector-batch', '2', '--max-length', '3', '--max-gap', '1', '--fade', '0',
+               '--sigma', '0.5', '--crf', '0', '--pix-fmt', 'yuv444p']
+    whole, resumed = tmp_path / 'whole.mp4', tmp_path / 'resumed.mp4'
+    assert main([str(video), '-o', str(whole), *options, '--segment-frames', '1000']) == 0
+    assert json.loads((tmp_path / 'whole.mp4.json').read_text())['faces_restored'] == 8
+
+    real_push, calls = KEEPRestorer.push, []
+
+    def interrupted_push(self, *args):  # Ctrl-C at the 6th crop, after the first segment was closed
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_push(self, *args)
+
+    monkeypatch.setattr(KEEPRestorer, 'push', interrupted_push)
+    assert main([str(video), '-o', str(resumed), *options, '--segment-frames', '2']) == 130
+    work = tmp_path / '.resumed.mp4.vfsr-work'
+    segments = json.loads((work / 'manifest.json').read_text())['segments']
+    assert [segment['frames'] for segment in segments] == [3] and not resumed.exists()
+    state = read_checkpoint(work / segments[0]['state'])
+    assert state['waiting'] and state['restorer']['tracks'][1]['crops'], 'no boundary inside a chunk and a plan'
+    monkeypatch.setattr(KEEPRestorer, 'push', real_push)
+    assert main([str(video), '-o', str(resumed), *options, '--segment-frames', '2']) == 0
+    assert json.loads((tmp_path / 'resumed.mp4.json').read_text())['faces_restored'] == 8
+    assert all((a == b).all() for a, b in zip(decoded_frames(resumed), decoded_frames(whole), strict=True))

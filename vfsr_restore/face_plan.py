@@ -18,6 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass
@@ -74,6 +75,26 @@ class FacePlanner:
         while self.next_to_plan is not None and self.last_pushed is not None and self.next_to_plan <= self.last_pushed:
             ready.append(self._plan_next())
         return ready
+
+    def state_dict(self) -> dict:
+        """Everything the planner holds (the landmarks of its window, the tracks' first frames, the causal
+        filter), as tensors and plain values."""
+        return {'observations': {frame: {track: torch.from_numpy(points) for track, points in tracks.items()}
+                                 for frame, tracks in self.observations.items()},
+                'scene_of': dict(self.scene_of), 'first_seen': dict(self.first_seen),
+                'starts_scene': dict(self.starts_scene),
+                'causal_state': {track: (frame, torch.from_numpy(points))
+                                 for track, (frame, points) in self.causal_state.items()},
+                'next_to_plan': self.next_to_plan, 'last_pushed': self.last_pushed, 'ended': self.ended}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.observations = OrderedDict((frame, {track: points.numpy() for track, points in tracks.items()})
+                                        for frame, tracks in state['observations'].items())
+        self.scene_of, self.first_seen = dict(state['scene_of']), dict(state['first_seen'])
+        self.starts_scene = dict(state['starts_scene'])
+        self.causal_state = {track: (frame, points.numpy()) for track, (frame, points) in state['causal_state'].items()}
+        self.next_to_plan, self.last_pushed, self.ended = state['next_to_plan'], state['last_pushed'], state['ended']
 
     # ------------------------------------------------------------------------------------------------ internals
     def _plan_next(self) -> tuple[int, list[PlannedFace]]:

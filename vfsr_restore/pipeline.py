@@ -5,10 +5,13 @@ faces are restored (KEEP emits whole chunks), then it is composited, encoded and
 worker thread and encoding runs behind in another. Peak memory therefore depends on the frame size, the lookahead
 and the chunk length, never on the length of the video.
 
-Resume: the output is encoded in segments of ``segment_frames`` frames (``.<output name>.vfsr-work/``) with a small
-manifest. Every segment restarts smoothing and the restorer from a clean state and takes the open tracks from the
-manifest, so rerunning the same command after a crash skips the finished segments and the final file is identical
-to an uninterrupted run's. The final file is muxed under a temporary name and renamed; the work folder is then removed.
+Resume: the output is encoded in segments of at least ``segment_frames`` frames (``.<output name>.vfsr-work/``) with
+a small manifest. One :class:`StreamRestorer` runs through the whole video (tracks, smoothing, KEEP's recursion and
+the frames waiting for their faces go on across segments, so segment boundaries change no pixel); at each
+boundary its state is saved beside the manifest (``state_<n>.pt``, tensors and plain values, read back weights-only).
+Rerunning the same command after a crash decodes the finished segments' frames without restoring them, loads the
+state and goes on, so the final file is identical to an uninterrupted run's. The final file is muxed under a temporary
+name and renamed; the work folder is then removed.
 """
 import hashlib
 import itertools
@@ -29,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from vfsr_arch.checkpoint import read_checkpoint
 from vfsr_restore.compositing import Compositor, warp_crop
 from vfsr_restore.face_detection import DetectedFace
 from vfsr_restore.face_plan import FacePlanner, PlannedFace
@@ -46,7 +50,7 @@ from vfsr_restore.media import (
 )
 from vfsr_restore.tracking import FaceSelection, FaceTracker, SceneCutDetector
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 STAGES = ('decode', 'detect', 'track', 'restore', 'composite', 'encode', 'mux')
 
 
@@ -192,21 +196,18 @@ class PendingFrame:
         return self.planned is not None and all(face.track_id in self.restored for face in self.planned)
 
 
-class SegmentRestorer:
-    """Restore one segment of frames and feed the composited frames to ``emit``. Tracks (ids), the face selection and
-    the scene-cut reference continue from the previous segment (``carried``); smoothing and the restorer's state
-    start afresh."""
+class StreamRestorer:
+    """Restore a stream of frames and feed the composited frames, in order, to ``emit``. One instance runs through
+    the whole video, so segment boundaries change nothing; :meth:`state_dict` saves what it holds between two
+    :meth:`push` calls (for resume), except the images of the frames still waiting, which a resumed run decodes
+    again and hands to :meth:`load_state_dict`."""
 
-    def __init__(self, settings: RestoreSettings, detector, restorer, info: MediaInfo, timer: StageTimer,
-                 carried: dict | None, emit, upsampler=None):
+    def __init__(self, settings: RestoreSettings, detector, restorer, info: MediaInfo, timer: StageTimer, emit,
+                 upsampler=None):
         self.settings, self.detector, self.restorer, self.info, self.timer = settings, detector, restorer, info, timer
         self.tracker = FaceTracker(settings.min_face_size, settings.max_gap)
         self.selection = FaceSelection(settings.faces)
         self.cuts = SceneCutDetector(settings.scene_threshold)
-        if carried:  # what the previous segment hands on: open tracks (stable ids), chosen face, last image
-            self.tracker.load_state(carried['tracker'])
-            self.selection.current = carried['selected']
-            self.cuts.is_cut(carried['last_image'])
         self.planner = FacePlanner(settings.smoothing, settings.sigma, settings.ema, settings.max_gap, settings.fade)
         self.compositor = Compositor(settings.upscale, upsampler)
         self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
@@ -216,11 +217,17 @@ class SegmentRestorer:
         self.pending: dict[int, PendingFrame] = {}
         self.order: deque[int] = deque()
         self.active_tracks: set[int] = set()
-        self.track_ranges: dict[int, list[int]] = {}
-        self.scene_cuts: list[int] = []
-        self.faces_restored = 0
+        self.pushed = 0
+        self.new_segment_report()
+
+    def new_segment_report(self) -> dict:
+        """What happened since the last call (track frame ranges, scene cuts, faces restored), for the report."""
+        report = getattr(self, 'segment_report', None)
+        self.segment_report = {'tracks': {}, 'scene_cuts': [], 'faces_restored': 0}
+        return report
 
     def push(self, frame: Frame) -> None:
+        self.pushed += 1
         self.pending[frame.index] = PendingFrame(frame)
         self.order.append(frame.index)
         self.batch.append(frame)
@@ -236,6 +243,47 @@ class SegmentRestorer:
         self._emit_ready()
         if self.pending:
             raise RuntimeError(f'frames {sorted(self.pending)[:5]} were never restored (internal error)')
+
+    def state_dict(self) -> dict:
+        """Everything held between two pushes, as tensors and plain values (a weights-only file holds it); the
+        waiting frames are named by index (``waiting``), their images are not saved."""
+        def planned(faces):
+            return None if faces is None else [
+                {'track_id': face.track_id, 'landmarks': torch.from_numpy(face.landmarks), 'alpha': face.alpha,
+                 'detected': face.detected} for face in faces]
+        return {
+            'pushed': self.pushed, 'waiting': list(self.order), 'batch': [frame.index for frame in self.batch],
+            'frames': {index: {'planned': planned(record.planned),
+                               'matrices': {track: torch.from_numpy(matrix) for track, matrix in
+                                            record.matrices.items()},
+                               'restored': {track: torch.from_numpy(image) for track, image in
+                                            record.restored.items()}} for index, record in self.pending.items()},
+            'active_tracks': sorted(self.active_tracks), 'tracker': self.tracker.state(),
+            'selected': self.selection.current,
+            'scene_reference': None if self.cuts.previous is None else torch.from_numpy(self.cuts.previous),
+            'planner': self.planner.state_dict(), 'restorer': self.restorer.state_dict()}
+
+    def load_state_dict(self, state: dict, frames: dict[int, Frame]) -> None:
+        """Continue from :meth:`state_dict`; ``frames``: the decoded waiting frames by index."""
+        self.pushed = state['pushed']
+        self.order = deque(state['waiting'])
+        self.pending = {}
+        for index in self.order:
+            saved = state['frames'][index]
+            record = PendingFrame(frames[index])
+            if saved['planned'] is not None:
+                record.planned = [PlannedFace(face['track_id'], face['landmarks'].numpy(), face['alpha'],
+                                              face['detected']) for face in saved['planned']]
+            record.matrices = {track: matrix.numpy() for track, matrix in saved['matrices'].items()}
+            record.restored = {track: image.numpy() for track, image in saved['restored'].items()}
+            self.pending[index] = record
+        self.batch = [frames[index] for index in state['batch']]
+        self.active_tracks = set(state['active_tracks'])
+        self.tracker.load_state(state['tracker'])
+        self.selection.current = state['selected']
+        self.cuts.previous = None if state['scene_reference'] is None else state['scene_reference'].numpy()
+        self.planner.load_state_dict(state['planner'])
+        self.restorer.load_state_dict(state['restorer'])
 
     # ------------------------------------------------------------------------------------------------ stages
     def _detect_batch(self) -> None:
@@ -255,7 +303,7 @@ class SegmentRestorer:
         for frame, faces, cut in zip(self.batch, detections, cuts):
             with self.timer.timed('track'):
                 if cut:
-                    self.scene_cuts.append(frame.index)
+                    self.segment_report['scene_cuts'].append(frame.index)
                     self.tracker.reset()
                     self.selection.reset()
                 tracked = self.tracker.update(frame.index, faces)
@@ -282,7 +330,7 @@ class SegmentRestorer:
                 matrix = self.restorer.crop_matrix(face.landmarks)
                 record.matrices[face.track_id] = matrix
                 crop = warp_crop(record.frame.image, matrix, self.restorer.crop_size)
-                first_last = self.track_ranges.setdefault(face.track_id, [frame_index, frame_index])
+                first_last = self.segment_report['tracks'].setdefault(face.track_id, [frame_index, frame_index])
                 first_last[1] = frame_index
                 with self.timer.timed('restore'):
                     results = self.restorer.push(face.track_id, (frame_index, face.track_id), crop)
@@ -302,7 +350,7 @@ class SegmentRestorer:
                     self.compositor.paste(canvas, record.restored[face.track_id], record.matrices[face.track_id],
                                           self.restorer.crop_size, face.alpha)
                 output = np.clip(canvas.round(), 0, 255).astype(np.uint8)
-            self.faces_restored += len(record.planned)
+            self.segment_report['faces_restored'] += len(record.planned)
             self.emit(record, output)
 
     def _end_track(self, track: int) -> None:
@@ -407,53 +455,31 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
         raise
 
 
-class CountedFrames:
-    """Iterate ``frames`` lazily, remembering how many went by and the last one (``on_frame`` called for each)."""
-
-    def __init__(self, frames, on_frame=None):
-        self.frames, self.on_frame = frames, on_frame
-        self.count, self.last = 0, None
-
-    def __iter__(self):
-        for frame in self.frames:
-            self.count, self.last = self.count + 1, frame
-            if self.on_frame is not None:
-                self.on_frame()
-            yield frame
-
-
 def _restore_video(info, output, settings, detector, restorer, upsampler, timer, report_path, progress, started,
                    work, manifest, done, outputs, width, height) -> dict:
-    """Stream the frames segment by segment (finished segments are only decoded), then mux and report."""
-    manifest_path = work / 'manifest.json'
-    iterator = iter(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)))
-    segment_index, frames_in, first_pts, carried = 0, 0, None, None
+    """Stream the frames through one :class:`StreamRestorer`, closing a segment (its files, the manifest and the
+    stream's saved state) whenever at least ``segment_frames`` frames were written since the last; a resumed run
+    decodes the frames the finished segments consumed, keeps the ones still waiting, and loads the saved state.
+    Then mux and report."""
+    finished = [done[index] for index in itertools.takewhile(done.__contains__, itertools.count())]
+    if finished and not finished[-1].get('final') and not (work / finished[-1]['state']).is_file():
+        finished = []  # the saved state is gone: start again
+    manifest['segments'] = finished
     bar = _progress_bar(progress, info, info.path)
-    while (first := next(iterator, None)) is not None:
-        first_pts = first.pts if first_pts is None else first_pts
-        segment = CountedFrames(itertools.chain([first], itertools.islice(iterator, settings.segment_frames - 1)),
-                                on_frame=bar.update if bar is not None else None)
-        if segment_index in done:
-            for _ in segment:  # finished before a crash: decoded only, to reach the next segment
-                pass
-            carried = {'tracker': done[segment_index]['tracker'], 'selected': done[segment_index]['selected']}
-        else:
-            record = _restore_segment(segment_index, segment, first_pts, work, outputs, info, settings,
-                                      detector, restorer, upsampler, timer, carried, width, height)
-            carried = {'tracker': record['tracker'], 'selected': record['selected']}
-            manifest['segments'].append(record)
-            write_json_atomic(manifest_path, manifest)
-        carried['last_image'] = segment.last.image
-        frames_in += segment.count
-        segment_index += 1
+    frames = CountedFrames(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)),
+                           on_frame=bar.update if bar is not None else None)
+    if not finished or not finished[-1]['final']:
+        _stream_segments(frames, finished, work, manifest, outputs, info, settings, detector, restorer, upsampler,
+                         timer, width, height)
     if bar is not None:
         bar.close()
+    segments = manifest['segments']
+    frames_in = segments[-1]['consumed'] if segments else 0
     if frames_in == 0:
         raise MediaError(f'{info.path}: no frame between --start and --end' if settings.start or settings.end
                          else f'{info.path}: no decodable frame')
-    segments = sorted(manifest['segments'], key=lambda segment: segment['index'])
     with timer.timed('mux'):
-        audio_from = first_pts * info.time_base
+        audio_from = manifest['first_pts'] * info.time_base
         audio_to = None if settings.end is None else info.start_pts * info.time_base + Fraction(settings.end)
         for kind, path in outputs.items():
             partial = path.with_name(f'.{path.stem}.partial-{os.getpid()}{path.suffix}')
@@ -468,6 +494,81 @@ def _restore_video(info, output, settings, detector, restorer, upsampler, timer,
     write_json_atomic(Path(report_path) if report_path else output.with_name(output.name + '.json'), report)
     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+class CountedFrames:
+    """Iterate ``frames`` lazily, counting them (``on_frame`` called for each)."""
+
+    def __init__(self, frames, on_frame=None):
+        self.frames, self.on_frame = iter(frames), on_frame
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        frame = next(self.frames)
+        self.count += 1
+        if self.on_frame is not None:
+            self.on_frame()
+        return frame
+
+
+def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, info, settings, detector, restorer,
+                     upsampler, timer, width, height) -> None:
+    """Restore the frames after the ``finished`` segments into new segments, recorded in ``manifest``."""
+    segment = None
+
+    def emit(record: PendingFrame, image: np.ndarray):
+        segment.write(record, image)
+
+    stream = StreamRestorer(settings, detector, restorer, info, timer, emit, upsampler)
+    if finished:  # resume: decode what the finished segments consumed, keeping the frames still waiting
+        state = read_checkpoint(work / finished[-1]['state'], what='vfsr-restore saved state')
+        waiting = set(state['waiting'])
+        kept = {frame.index: frame for frame in itertools.islice(frames, state['pushed']) if frame.index in waiting}
+        stream.load_state_dict(state, kept)
+    first = next(frames, None)
+    if first is None and not finished:
+        return
+    if 'first_pts' not in manifest:
+        manifest['first_pts'] = first.pts
+    frames = itertools.chain([] if first is None else [first], frames)
+    index = len(finished)
+    segment = SegmentWriter(index, work, outputs, info, settings, manifest['first_pts'], timer, width, height)
+    try:
+        for frame in frames:
+            stream.push(frame)
+            if segment.written >= settings.segment_frames:  # a quiet point: close the segment, save the state
+                _close_segment(segment, stream, work, manifest, final=False)
+                index += 1
+                segment = SegmentWriter(index, work, outputs, info, settings, manifest['first_pts'], timer, width,
+                                        height)
+        stream.finish()
+        _close_segment(segment, stream, work, manifest, final=True)
+    except BaseException:
+        segment.abort()
+        raise
+
+
+def _close_segment(segment: 'SegmentWriter', stream: StreamRestorer, work: Path, manifest: dict, final: bool) -> None:
+    """Finish ``segment``'s files, save the stream's state (not after the last segment) and record both in the
+    manifest, atomically, in that order; then drop the previous segment's state."""
+    record = segment.close()
+    record.update(stream.new_segment_report(), consumed=stream.pushed, final=final, state=None)
+    if not final:
+        record['state'] = f'state_{segment.index:05d}.pt'
+        partial = work / f'.{record["state"]}.partial'
+        torch.save(stream.state_dict(), partial)
+        partial.replace(work / record['state'])
+    if record['frames'] or not manifest['segments']:
+        manifest['segments'].append(record)
+    elif final:  # nothing was written after the last close: that segment ends the video
+        manifest['segments'][-1]['final'] = True
+    write_json_atomic(work / 'manifest.json', manifest)
+    for older in manifest['segments'][:-1]:
+        if older.get('state'):
+            (work / older['state']).unlink(missing_ok=True)
 
 
 def _timed_frames(frames, timer: StageTimer):
@@ -487,50 +588,64 @@ def _progress_bar(progress: bool, info: MediaInfo, path: Path):
     return tqdm(total=info.frame_count, unit='frame', desc=path.name, dynamic_ncols=True)
 
 
-def _restore_segment(segment_index, segment_frames: CountedFrames, first_pts, work, outputs, info, settings, detector,
-                     restorer, upsampler, timer, carried, width, height) -> dict:
-    """Restore and encode one segment's frames (read as they come) into its files, named in the returned manifest
-    record."""
-    files = {kind: f'{kind}_{segment_index:05d}.mp4' for kind in outputs}
-    partials = {kind: work / f'.{name}.partial' for kind, name in files.items()}
-    sizes = {'restored': (width, height), 'compare': (2 * width, height), 'debug': (width, height)}
-    encoders = {kind: SegmentEncoder(partials[kind], info, *sizes[kind], settings.encoder) for kind in outputs}
-    worker = EncodeWorker(timer)
-    pts_list: list[int] = []
+class SegmentWriter:
+    """The encoders of one segment's files (restored, and compare/debug when asked), fed by a worker thread."""
 
-    def emit(record: PendingFrame, output: np.ndarray):
-        pts = record.frame.pts - first_pts
-        pts_list.append(pts)
+    def __init__(self, index, work: Path, outputs, info: MediaInfo, settings: RestoreSettings, first_pts: int,
+                 timer: StageTimer, width: int, height: int):
+        self.index, self.work, self.outputs, self.settings, self.first_pts = index, work, outputs, settings, first_pts
+        self.files = {kind: f'{kind}_{index:05d}.mp4' for kind in outputs}
+        self.partials = {kind: work / f'.{name}.partial' for kind, name in self.files.items()}
+        sizes = {'restored': (width, height), 'compare': (2 * width, height), 'debug': (width, height)}
+        self.encoders = {kind: SegmentEncoder(self.partials[kind], info, *sizes[kind], settings.encoder)
+                         for kind in outputs}
+        self.worker = EncodeWorker(timer)
+        self.pts: list[int] = []
+        self.first_frame, self.last_duration = None, None
+
+    @property
+    def written(self) -> int:
+        return len(self.pts)
+
+    def write(self, record: PendingFrame, output: np.ndarray) -> None:
+        pts = record.frame.pts - self.first_pts
+        self.pts.append(pts)
+        self.first_frame = record.frame.index if self.first_frame is None else self.first_frame
+        self.last_duration = record.frame.duration
         images = {'restored': output}
-        if 'compare' in outputs:
+        if 'compare' in self.outputs:
             images['compare'] = side_by_side(record.frame.image, output)
-        if 'debug' in outputs:
-            images['debug'] = debug_overlay(record, output, settings.upscale)
-        duration = record.frame.duration
-        worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
+        if 'debug' in self.outputs:
+            images['debug'] = debug_overlay(record, output, self.settings.upscale)
+        encoders, duration = self.encoders, record.frame.duration
+        self.worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
 
-    segment = SegmentRestorer(settings, detector, restorer, info, timer, carried, emit, upsampler)
-    first_frame = None
-    try:
-        for frame in segment_frames:
-            first_frame = frame.index if first_frame is None else first_frame
-            segment.push(frame)
-        segment.finish()
-        worker.close()
-        for encoder in encoders.values():
+    def close(self) -> dict:
+        """Finish the files; the manifest record of the segment."""
+        self.worker.close()
+        for encoder in self.encoders.values():
             encoder.__exit__(None, None, None)
-    except BaseException as error:
-        for encoder in encoders.values():
-            encoder.__exit__(type(error), error, None)
-        for partial in partials.values():
+        for kind, partial in self.partials.items():
+            if self.pts:
+                partial.replace(self.work / self.files[kind])
+            else:
+                partial.unlink(missing_ok=True)
+        return {'index': self.index, 'first_frame': self.first_frame, 'frames': len(self.pts), 'pts': self.pts,
+                'last_duration': self.last_duration, 'files': self.files}
+
+    def abort(self) -> None:
+        """Stop after an error: the segment's partial files are removed."""
+        try:
+            self.worker.close()
+        except Exception:  # noqa: BLE001 (the original error is the one to report)
+            pass
+        for encoder in self.encoders.values():
+            try:
+                encoder.__exit__(RuntimeError, RuntimeError('aborted'), None)
+            except Exception:  # noqa: BLE001 (the original error is the one to report)
+                pass
+        for partial in self.partials.values():
             partial.unlink(missing_ok=True)
-        raise
-    for kind, partial in partials.items():
-        partial.replace(work / files[kind])
-    return {'index': segment_index, 'first_frame': first_frame, 'frames': segment_frames.count,
-            'pts': pts_list, 'last_duration': segment_frames.last.duration, 'files': files,
-            'tracker': segment.tracker.state(), 'selected': segment.selection.current, 'tracks': segment.track_ranges,
-            'scene_cuts': segment.scene_cuts, 'faces_restored': segment.faces_restored}
 
 
 def _report(info, settings, segments, frames_in, outputs, timer, started, width, height) -> dict:
@@ -564,10 +679,10 @@ def _restore_image(info, output, settings, detector, restorer, upsampler, timer,
     """One image: restored as a one-frame video would be, written as an image (format from ``output``)."""
     frame = next(read_frames(info))
     results = []
-    segment = SegmentRestorer(settings, detector, restorer, info, timer, None,
-                              lambda record, image: results.append((record, image)), upsampler)
-    segment.push(frame)
-    segment.finish()
+    stream = StreamRestorer(settings, detector, restorer, info, timer,
+                            lambda record, image: results.append((record, image)), upsampler)
+    stream.push(frame)
+    stream.finish()
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f'.{output.stem}.partial-{os.getpid()}{output.suffix}')
     try:
@@ -575,8 +690,7 @@ def _restore_image(info, output, settings, detector, restorer, upsampler, timer,
         partial.replace(output)
     finally:
         partial.unlink(missing_ok=True)
-    segments = [{'pts': [0], 'tracks': segment.track_ranges, 'scene_cuts': [], 'faces_restored':
-                 segment.faces_restored}]
+    segments = [{'pts': [0], **stream.new_segment_report()}]
     report = _report(info, settings, segments, 1, {'restored': output}, timer, started,
                      info.width * settings.upscale, info.height * settings.upscale)
     write_json_atomic(Path(report_path) if report_path else output.with_name(output.name + '.json'), report)

@@ -3,7 +3,9 @@
 Each restorer says how to crop a face (:meth:`FaceRestorer.crop_matrix`, frame -> crop pixels, and ``crop_size``)
 and restores crops pushed per track with :meth:`FaceRestorer.push`; results come back as ``(key, image)`` pairs,
 maybe several frames later (KEEP restores whole chunks, VidFace needs 3 frames after the centre one).
-:meth:`FaceRestorer.end_track` returns what is still pending for a track.
+:meth:`FaceRestorer.end_track` returns what is still pending for a track. :meth:`FaceRestorer.state_dict` /
+:meth:`FaceRestorer.load_state_dict` save and restore what a restorer holds between pushes (tensors and plain
+values, for a weights-only file), so that a resumed run continues exactly where it stopped.
 
 - ``keep`` / ``keep-asian``: KEEP per track on 512x512 FFHQ-aligned crops. By default the Kalman recursion runs
   through the whole track (the previous output is carried into each new chunk, so there is no seam every
@@ -19,6 +21,7 @@ training builds the same network; :data:`OFFICIAL_MODELS` has the released confi
 """
 import contextlib
 from collections import defaultdict, deque
+from dataclasses import replace
 from pathlib import Path
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -80,6 +83,13 @@ class FaceRestorer:
     def end_track(self, track_id: int) -> list[tuple[object, np.ndarray]]:
         return []
 
+    def state_dict(self) -> dict:
+        """What the restorer holds between pushes: tensors (on the CPU) and plain values only."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (restored frames come out as if the run had never stopped)."""
+
     def autocast(self):
         if self.precision == 'fp32':
             return contextlib.nullcontext()
@@ -106,21 +116,57 @@ class CodeFormerRestorer(FaceRestorer):
 
 class KEEPRestorer(FaceRestorer):
     """KEEP per track. ``max_length`` frames are restored together (the gain network sees a whole chunk);
-    ``restart`` makes each chunk restart the recursion (official), else it carries on across chunks."""
+    ``restart`` makes each chunk restart the recursion (official), else it carries on across chunks.
+
+    The crops of each track's unfinished chunk are kept with the frame before it (``chunk_inputs``): saving them
+    instead of the chunk's measurements (encoder features up to the crop's resolution, tens of MB per frame) keeps
+    :meth:`state_dict` small; loading measures them again, which gives the same numbers."""
 
     def __init__(self, net, max_length: int = 20, restart: bool = False, **kwargs):
         super().__init__(net.img_size, **kwargs)
         self.net, self.max_length, self.restart = net, max_length, restart
         self.states: dict[int, object] = {}
         self.keys: dict[int, deque] = defaultdict(deque)
+        self.chunk_inputs: dict[int, tuple[torch.Tensor | None, list[np.ndarray]]] = {}
 
     @torch.no_grad()
     def push(self, track_id, key, crop):
         state = self.states.get(track_id) or self.net.init_state(self.max_length, carry=not self.restart)
+        if not state.measurements:
+            self.chunk_inputs[track_id] = (state.previous_frame, [])
+        self.chunk_inputs[track_id][1].append(crop)
         self.keys[track_id].append(key)
         with self.autocast():
             outputs, self.states[track_id] = self.net.step(to_tensor(crop, self.device), state)
         return self._pair(track_id, outputs)
+
+    def state_dict(self):
+        tracks = {}
+        for track_id, state in self.states.items():
+            previous_frame, crops = self.chunk_inputs.get(track_id, (state.previous_frame, []))
+            tracks[track_id] = {
+                'keys': list(self.keys[track_id]), 'crops': [torch.from_numpy(crop) for crop in crops],
+                'chunk_previous_frame': cpu_or_none(previous_frame),
+                'previous_output': cpu_or_none(state.previous_output),
+                'cfa_memory': {size: memory.cpu() for size, memory in state.cfa_memory.items()}}
+        return {'tracks': tracks}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        self.states, self.keys, self.chunk_inputs = {}, defaultdict(deque), {}
+        for track_id, saved in state['tracks'].items():
+            self.states[track_id] = replace(
+                self.net.init_state(self.max_length, carry=not self.restart),
+                previous_frame=device_or_none(saved['chunk_previous_frame'], self.device),
+                previous_output=device_or_none(saved['previous_output'], self.device),
+                cfa_memory={size: memory.to(self.device) for size, memory in saved['cfa_memory'].items()})
+            self.chunk_inputs[track_id] = (self.states[track_id].previous_frame, [])
+            for crop in saved['crops']:  # measured again: the chunk is unfinished, nothing comes out
+                self.chunk_inputs[track_id][1].append(crop.numpy())
+                with self.autocast():
+                    _, self.states[track_id] = self.net.step(to_tensor(crop.numpy(), self.device),
+                                                             self.states[track_id])
+            self.keys[track_id] = deque(tuple(key) if isinstance(key, list) else key for key in saved['keys'])
 
     @torch.no_grad()
     def end_track(self, track_id):
@@ -131,6 +177,7 @@ class KEEPRestorer(FaceRestorer):
             outputs, _ = self.net.flush(state)
         pairs = self._pair(track_id, outputs)
         self.keys.pop(track_id, None)
+        self.chunk_inputs.pop(track_id, None)
         return pairs
 
     def _pair(self, track_id, outputs: torch.Tensor):
@@ -159,7 +206,6 @@ class VidFaceRestorer(FaceRestorer):
                                                                                           (gt_height - 1) / 2]
         self.template = downscale_points(template_gt, 1 / net.scale)
         self.windows: dict[int, deque] = {}
-        self.pending: dict[int, int] = {}  # track -> index in its window of the next centre to restore
 
     def crop_matrix(self, landmarks):
         return crop_matrix(landmarks, self.crop_size, self.template)
@@ -174,6 +220,14 @@ class VidFaceRestorer(FaceRestorer):
         result = self._restore_centre(window)
         window.popleft()
         return [result]
+
+    def state_dict(self):
+        return {'windows': {track_id: [(key, torch.from_numpy(crop)) for key, crop in window]
+                            for track_id, window in self.windows.items()}}
+
+    def load_state_dict(self, state):
+        self.windows = {track_id: deque((key, crop.numpy()) for key, crop in window)
+                        for track_id, window in state['windows'].items()}
 
     def end_track(self, track_id):
         window = self.windows.pop(track_id, None)
@@ -196,6 +250,14 @@ class VidFaceRestorer(FaceRestorer):
         with self.autocast():
             output, _ = self.net(snapshots)
         return window[self.window_size // 2][0], to_image(output[0, self.window_size // 2])
+
+
+def cpu_or_none(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.cpu()
+
+
+def device_or_none(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def build_network(network_opt: dict, weights: str | Path | None, published_at: str | None, device) -> torch.nn.Module:
