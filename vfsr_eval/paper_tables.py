@@ -5,8 +5,11 @@ write the metrics of each row (the metrics JSON of ``test.py`` or ``vfsr-evaluat
 Published numbers, copied from the papers:
 
 * VidFace (Gan et al. 2021), Table 1, PSNR / SSIM on the Y channel of the reference snapshot (128x96):
-  TUFs-145K Bicubic 25.72 / 0.7914, EDVR 30.55, MUCAN 30.49, VidFace 30.94; IJB-C Bicubic 23.86 / 0.7029. (The
-  project's notes hold no other cells of this table; they print as "—" until someone copies them from the paper.)
+  TUFs-145K Bicubic 25.72 / 0.7914, EDVR 30.55, MUCAN 30.49, VidFace 30.94; IJB-C Bicubic 23.86 / 0.7029 (source:
+  the project's checked notes, ../shared/README.md). The other cells (SSIM of EDVR, MUCAN, VidFace; their IJB-C
+  figures) print as "—": a search of the stored public sources (arXiv 2105.14954 abstract pages, the official
+  repository yuangan/VidFace, pages citing the paper) found no text stating them. Copy them from the paper itself,
+  naming it, rather than from a secondary source.
 * KEEP (Feng et al. 2024), Table 1, VFHQ-Test, aligned 512x512 faces: PSNR, SSIM, LPIPS, IDS, AKD, sigma_IDS,
   sigma_AKD for KEEP, BasicVSR++, EDVR and CodeFormer.
 """
