@@ -43,6 +43,7 @@ def wrong_files(folder: Path) -> dict[str, tuple[Path, str]]:
         'truncated': (folder / 'truncated.pth', 'not a PyTorch checkpoint'),
         'pickled code': (folder / 'code.pth', 'contains pickled code or objects ('),
         'pickled code, plain pickle': (folder / 'code.pkl', 'contains pickled code or objects ('),
+        'pickled code, legacy torch.save': (folder / 'legacy.pth', 'contains pickled code or objects ('),
         'training state': (folder / '8.state', 'holds no network weights (top-level keys: epoch, iter, optimizers'),
     }
     files['text'][0].write_text('model: KEEP\n')
@@ -51,6 +52,8 @@ def wrong_files(folder: Path) -> dict[str, tuple[Path, str]]:
     files['truncated'][0].write_bytes(files['truncated'][0].read_bytes()[:300])
     torch.save({'params': TouchOnUnpickle(marker)}, files['pickled code'][0])
     files['pickled code, plain pickle'][0].write_bytes(pickle.dumps({'params': TouchOnUnpickle(marker)}))
+    torch.save({'params': TouchOnUnpickle(marker)}, files['pickled code, legacy torch.save'][0],
+               _use_new_zipfile_serialization=False)
     torch.save({'epoch': 1, 'iter': 8, 'optimizers': [], 'schedulers': []}, files['training state'][0])
     return files
 
@@ -61,7 +64,7 @@ def keep():
 
 
 @pytest.mark.parametrize('kind', ['text', 'plain pickle', 'truncated', 'pickled code', 'pickled code, plain pickle',
-                                  'training state'])
+                                  'pickled code, legacy torch.save', 'training state'])
 def test_load_checkpoint_names_what_is_wrong_with_the_file(keep, tmp_path, kind):
     path, reason = wrong_files(tmp_path)[kind]
     with pytest.raises(CheckpointError) as error:
