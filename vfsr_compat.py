@@ -18,13 +18,16 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
 | ``flow_warp`` calls ``torch.meshgrid`` without ``indexing``    | :func:`flow_warp_meshgrid_indexing`  |
 | facexlib arcface init calls ``.to('cuda')``; facexlib downloads | :func:`facexlib_offline_any_device`  |
+| BasicVSR++ builds its deformable alignment only with CUDA       | :func:`basicvsrpp_alignment_on_cpu`  |
 """
 import functools
 import importlib.util
+import inspect
 import os
 import sys
 import tempfile
 import types
+import warnings
 import zipfile
 from collections import Counter
 
@@ -299,6 +302,39 @@ def facexlib_offline_any_device():
     facexlib.recognition.init_recognition_model = init_recognition_model
 
 
+def basicvsrpp_alignment_on_cpu():
+    """basicsr's ``BasicVSRPlusPlus`` builds its four ``deform_align`` modules only when CUDA is available: on a
+    CPU-only machine it warns once and runs without alignment (another network; its checkpoints miss those keys).
+    The alignment needs no CUDA: ``SecondOrderDeformableAlignment.forward`` calls ``torchvision.ops.deform_conv2d``,
+    which runs on the CPU. So after the stock constructor, a network built without them gets the same four modules
+    (same arguments, same names, so checkpoints load either way) and runs with alignment; the warning, now untrue,
+    is silenced. Their random initial weights come from the generator after the rest of the network's, so a seed
+    initialises them differently than on a GPU (trained or loaded weights are unaffected)."""
+    from basicsr.archs import basicvsrpp_arch
+
+    network = basicvsrpp_arch.BasicVSRPlusPlus
+    stock_init = network.__init__
+    stock_signature = inspect.signature(stock_init)
+
+    @functools.wraps(stock_init)
+    def init_with_alignment(self, *args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message='Deformable alignment module is not added')
+            stock_init(self, *args, **kwargs)
+        if len(self.deform_align) > 0:  # CUDA available: the stock constructor built them
+            return
+        options = stock_signature.bind(self, *args, **kwargs)
+        options.apply_defaults()
+        mid_channels = options.arguments['mid_channels']
+        for module in ('backward_1', 'forward_1', 'backward_2', 'forward_2'):
+            self.deform_align[module] = basicvsrpp_arch.SecondOrderDeformableAlignment(
+                2 * mid_channels, mid_channels, 3, padding=1, deformable_groups=16,
+                max_residue_magnitude=options.arguments['max_residue_magnitude'])
+        self.is_with_alignment = True
+
+    network.__init__ = init_with_alignment
+
+
 def apply_all():
     alias_functional_tensor()
     any_torch_optimizer()
@@ -311,6 +347,7 @@ def apply_all():
     facexlib_without_np_float()
     flow_warp_meshgrid_indexing()
     facexlib_offline_any_device()
+    basicvsrpp_alignment_on_cpu()
 
 
 apply_all()

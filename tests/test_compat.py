@@ -157,3 +157,27 @@ def test_facexlib_arcface_builds_on_cpu(tmp_path):
     assert next(model.parameters()).device.type == 'cpu'
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
+
+
+def test_basicvsrpp_builds_and_runs_its_deformable_alignment_without_cuda():
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    assert not torch.cuda.is_available(), 'this test is about machines without CUDA'
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the stock 'alignment is skipped' warning would fail here
+        network = ARCH_REGISTRY.get('BasicVSRPlusPlus')(mid_channels=16, num_blocks=1, max_residue_magnitude=5)
+    assert network.is_with_alignment and sorted(network.deform_align) == [
+        'backward_1', 'backward_2', 'forward_1', 'forward_2']
+    alignment = network.deform_align['forward_2']
+    assert (alignment.in_channels, alignment.out_channels, alignment.deformable_groups,
+            alignment.max_residue_magnitude) == (32, 16, 16, 5), 'the arguments the CUDA build passes'
+    calls = []
+    for module in network.deform_align.values():
+        module.register_forward_hook(lambda *_: calls.append(1))
+    frames = torch.rand(1, 3, 3, 64, 64)  # SPyNet needs at least 64x64 low-resolution frames
+    with torch.no_grad():
+        output = network(frames)
+    assert output.shape == (1, 3, 3, 256, 256) and torch.isfinite(output).all()
+    # every propagation direction aligns each frame after its first: 4 directions x (3 - 1) frames
+    assert len(calls) == 8
