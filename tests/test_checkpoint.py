@@ -129,14 +129,18 @@ def write_options(workdir, name: str, phase: str, **path) -> str:
     return f'{name}.yml'
 
 
+WRONG_PRETRAINED = [
+    ('weights/notes.pth', "weights/notes.pth': not a PyTorch checkpoint"),
+    ('weights/code.pth', "weights/code.pth': contains pickled code or objects"),
+    ('weights/conv.pth', "weights/conv.pth': a checkpoint of a different network, not EDVR: "),
+    ('weights/edvr_nf8.pth', "weights/edvr_nf8.pth': a checkpoint of EDVR built with a different configuration: "),
+]
+
+
 @pytest.mark.parametrize('script, option, file, message', [
-    ('train.py', 'pretrain_network_g', 'weights/notes.pth', "weights/notes.pth': not a PyTorch checkpoint"),
-    ('test.py', 'pretrain_network_g', 'weights/code.pth', "weights/code.pth': contains pickled code or objects"),
+    *((script, 'pretrain_network_g', file, message) for script in ('train.py', 'test.py')
+      for file, message in WRONG_PRETRAINED),
     ('train.py', 'resume_state', 'weights/code.pkl', "weights/code.pkl': contains pickled code or objects"),
-    ('train.py', 'pretrain_network_g', 'weights/conv.pth',
-     "weights/conv.pth': a checkpoint of a different network, not EDVR: "),
-    ('test.py', 'pretrain_network_g', 'weights/edvr_nf8.pth',
-     "weights/edvr_nf8.pth': a checkpoint of EDVR built with a different configuration: "),
 ])
 def test_train_py_and_test_py_give_one_line_exit_2_and_write_nothing(workdir, script, option, file, message):
     name = f'wrong_{script[:-3]}_{Path(file).stem}'
