@@ -16,7 +16,7 @@ Example::
     python -m datasets_prep.make_ijbc --frames datasets/IJBC/video_frames --output datasets/IJBC
 """
 from datasets_prep.cli import ScriptParser, run_script
-from datasets_prep.make_tufs import make_tufs
+from datasets_prep.make_tufs import add_face_flags, make_tufs, print_result
 
 
 def main():
@@ -24,22 +24,10 @@ def main():
     parser.add_flag('--frames', required=True, help='root of the per-video frame folders (searched recursively)')
     parser.add_flag('--output', required=True,
                     help='root of the TUFs layout, e.g. datasets/IJBC (resumed when it exists)')
-    parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
-                    help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
-    parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')
-    parser.add_flag('--device', default='cpu', help='device of the detector (default cpu)')
-    parser.add_flag('--min-face-size', type=float, default=24,
-                    help='smallest face side in pixels (default 24: IJB-C faces are often small)')
-    parser.add_flag('--crop-scale', type=float, default=1.3, help='crop width / face box width (default 1.3)')
-
-    def make(args):
-        result = make_tufs(args.frames, args.output, args.detector, args.weights_dir, args.device,
-                           args.min_face_size, args.crop_scale, test_fraction=1.0, frame_folders=True)
-        for video, reason in result['skipped'].items():
-            print(f'skipped {video}: {reason}')
-        print(f'{result["sequences"]} sequences in {args.output}')
-
-    run_script(parser, make)
+    add_face_flags(parser, min_face_size=24, why=': IJB-C faces are often small')
+    run_script(parser, lambda args: print_result(
+        make_tufs(args.frames, args.output, args.detector, args.weights_dir, args.device, args.min_face_size,
+                  args.crop_scale, test_fraction=1.0, frame_folders=True), args.output))
 
 
 if __name__ == '__main__':

@@ -246,28 +246,35 @@ def make_tufs(videos_root: str | Path, output: str | Path, detector: str = 'mtcn
     return {'sequences': write_index_files(output), 'skipped': skipped}
 
 
+def add_face_flags(parser: ScriptParser, min_face_size: float, why: str = '') -> None:
+    """The detection and cropping flags of ``make_tufs`` and ``make_ijbc``; ``why`` explains the default face size."""
+    parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
+                    help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
+    parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')
+    parser.add_flag('--device', default='cpu', help='device of the detector (default cpu)')
+    parser.add_flag('--min-face-size', type=float, default=min_face_size,
+                    help=f'smallest face side in pixels (default {min_face_size:g}{why})')
+    parser.add_flag('--crop-scale', type=float, default=1.3, help='crop width / face box width (default 1.3)')
+
+
+def print_result(result: dict, output: str) -> None:
+    """What ``make_tufs`` returned, for a person: the skipped videos and why, then the sequence count."""
+    for video, reason in result['skipped'].items():
+        print(f'skipped {video}: {reason}')
+    print(f'{result["sequences"]} sequences in {output}')
+
+
 def main():
     parser = ScriptParser(__file__, __doc__)
     parser.add_flag('--videos', required=True, help='root folder of the raw videos (searched recursively)')
     parser.add_flag('--output', required=True,
                     help='root of the TUFs-145K layout, e.g. datasets/TUFS145K (resumed when it exists)')
-    parser.add_flag('--detector', default='mtcnn', choices=('mtcnn', 'retinaface'),
-                    help='face detector of vfsr_restore (default mtcnn: weights ship with facenet-pytorch)')
-    parser.add_flag('--weights-dir', default='weights', help='folder of the RetinaFace weights (default weights)')
-    parser.add_flag('--device', default='cpu', help='device of the detector (default cpu)')
-    parser.add_flag('--min-face-size', type=float, default=40, help='smallest face side in pixels (default 40)')
-    parser.add_flag('--crop-scale', type=float, default=1.3, help='crop width / face box width (default 1.3)')
+    add_face_flags(parser, min_face_size=40)
     parser.add_flag('--test-fraction', type=float, default=0.1,
                     help='share of identities written to test/ (default 0.1)')
-
-    def make(args):
-        result = make_tufs(args.videos, args.output, args.detector, args.weights_dir, args.device,
-                           args.min_face_size, args.crop_scale, args.test_fraction)
-        for video, reason in result['skipped'].items():
-            print(f'skipped {video}: {reason}')
-        print(f'{result["sequences"]} sequences in {args.output}')
-
-    run_script(parser, make)
+    run_script(parser, lambda args: print_result(
+        make_tufs(args.videos, args.output, args.detector, args.weights_dir, args.device, args.min_face_size,
+                  args.crop_scale, args.test_fraction), args.output))
 
 
 if __name__ == '__main__':
