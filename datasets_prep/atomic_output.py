@@ -40,6 +40,18 @@ def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Pa
         partial.rename(target)
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: into a hidden partial file beside it, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f'.{path.name}.partial-{os.getpid()}')
+    try:
+        partial.write_text(text)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def remove(path: Path) -> None:
     """Remove a folder tree or a file, if it exists."""
     if path.is_dir() and not path.is_symlink():

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.atomic_output import atomic_directory, write_text_atomically
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import ClipFrames, bgr_to_rgb_float
 from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, to_uint8
@@ -73,7 +73,7 @@ def make_degraded_testset(gt_root: str | Path, output: str | Path, options: dict
                 cv2.imwrite(str(partial / f'{stem}.png'), to_uint8(frame[:, :, ::-1]))
         record['clips'][clip] = {'crf': draw.crf, 'resize_mode': draw.resize_mode,
                                  'noise_before': vars(draw.noise_before), 'noise_after': vars(draw.noise_after)}
-        write_json_atomically(record_path, record)
+        write_text_atomically(record_path, json.dumps(record, indent=1))
     return record
 
 
@@ -86,12 +86,6 @@ def changed_settings(old: dict, new: dict, prefix: str = '') -> list[str]:
         elif old.get(name) != new.get(name):
             changed.append(f'{prefix}{name}')
     return changed
-
-
-def write_json_atomically(path: Path, value: dict) -> None:
-    partial = path.with_name(f'.{path.name}.partial')
-    partial.write_text(json.dumps(value, indent=1))
-    partial.replace(path)
 
 
 def main():

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory
+from datasets_prep.atomic_output import atomic_directory, write_text_atomically
 from datasets_prep.cli import ScriptParser, run_script
 from datasets_prep.convert_tufs_landmarks import save_landmarks_npz
 from vfsr_data.clip_frames import IMAGE_EXTENSIONS
@@ -201,9 +201,7 @@ def write_index_files(output: Path) -> int:
     files = {'snapshots.json': json.dumps(snapshots, indent=0),
              **{f'meta_info_{split}.txt': ''.join(f'{key}\n' for key in keys) for split, keys in sequences.items()}}
     for name, text in files.items():
-        partial = output / f'.{name}.partial'
-        partial.write_text(text)
-        partial.replace(output / name)
+        write_text_atomically(output / name, text)
     return sum(len(keys) for keys in sequences.values())
 
 

@@ -10,10 +10,10 @@
 Written atomically: a reader never sees half a file.
 """
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from datasets_prep.atomic_output import write_text_atomically
 from vfsr_eval.clip_scoring import ClipScores, average_over_clips
 
 
@@ -26,15 +26,8 @@ def metrics_record(dataset: str, current_iter, clip_scores: Sequence[ClipScores]
 
 
 def write_json_atomically(path: str | Path, data) -> None:
-    """Write ``data`` as JSON beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f'.{path.name}.partial-{os.getpid()}')
-    try:
-        partial.write_text(json.dumps(data, indent=2) + '\n')
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    """Write ``data`` as JSON to ``path``, whole or not at all."""
+    write_text_atomically(path, json.dumps(data, indent=2) + '\n')
 
 
 def write_metrics_file(folder: str | Path, dataset: str, current_iter, clip_scores: Sequence[ClipScores]) -> Path:
