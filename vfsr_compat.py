@@ -19,6 +19,7 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | ``flow_warp`` calls ``torch.meshgrid`` without ``indexing``    | :func:`flow_warp_meshgrid_indexing`  |
 | facexlib arcface init calls ``.to('cuda')``; facexlib downloads | :func:`facexlib_offline_any_device`  |
 | BasicVSR++ builds its deformable alignment only with CUDA       | :func:`basicvsrpp_alignment_on_cpu`  |
+| BasicVSR++ on a long clip moves features with ``.cuda()``       | :func:`basicvsrpp_cpu_cache_only_on_cuda` |
 """
 import functools
 import importlib.util
@@ -335,6 +336,29 @@ def basicvsrpp_alignment_on_cpu():
     network.__init__ = init_with_alignment
 
 
+def basicvsrpp_cpu_cache_only_on_cuda():
+    """``BasicVSRPlusPlus`` keeps the features of a clip longer than ``cpu_cache_length`` (100) frames in CPU memory
+    and moves each back with ``.cuda()``: on a CPU that fails (no CUDA) for a long clip, such as a whole VFHQ-Test
+    clip. Off CUDA the cache has nothing to save, so a forward on a tensor that is not on CUDA runs without it (the
+    same computation); on CUDA nothing changes."""
+    from basicsr.archs import basicvsrpp_arch
+
+    network = basicvsrpp_arch.BasicVSRPlusPlus
+    stock_forward = network.forward
+
+    @functools.wraps(stock_forward)
+    def forward_caching_only_on_cuda(self, lqs):
+        if lqs.is_cuda:
+            return stock_forward(self, lqs)
+        cache_length, self.cpu_cache_length = self.cpu_cache_length, lqs.size(1)  # the stock test is t > length
+        try:
+            return stock_forward(self, lqs)
+        finally:
+            self.cpu_cache_length = cache_length
+
+    network.forward = forward_caching_only_on_cuda
+
+
 def apply_all():
     alias_functional_tensor()
     any_torch_optimizer()
@@ -348,6 +372,7 @@ def apply_all():
     flow_warp_meshgrid_indexing()
     facexlib_offline_any_device()
     basicvsrpp_alignment_on_cpu()
+    basicvsrpp_cpu_cache_only_on_cuda()
 
 
 apply_all()

@@ -159,25 +159,42 @@ def test_facexlib_arcface_builds_on_cpu(tmp_path):
         assert model(torch.zeros(1, 3, 112, 112)).shape == (1, 512)
 
 
-def test_basicvsrpp_builds_and_runs_its_deformable_alignment_without_cuda():
+
+@pytest.fixture(scope='module')
+def tiny_basicvsrpp():
+    """BasicSR's BasicVSR++ built on this CUDA-less machine, with a feature cache for clips over 2 frames."""
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    assert not torch.cuda.is_available(), 'this test is about machines without CUDA'
+    assert not torch.cuda.is_available(), 'these tests are about machines without CUDA'
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # the stock 'alignment is skipped' warning would fail here
-        network = ARCH_REGISTRY.get('BasicVSRPlusPlus')(mid_channels=16, num_blocks=1, max_residue_magnitude=5)
+        return ARCH_REGISTRY.get('BasicVSRPlusPlus')(mid_channels=16, num_blocks=1, max_residue_magnitude=5,
+                                                     cpu_cache_length=2).eval()
+
+
+def test_basicvsrpp_builds_and_runs_its_deformable_alignment_without_cuda(tiny_basicvsrpp):
+    network = tiny_basicvsrpp
     assert network.is_with_alignment and sorted(network.deform_align) == [
         'backward_1', 'backward_2', 'forward_1', 'forward_2']
     alignment = network.deform_align['forward_2']
     assert (alignment.in_channels, alignment.out_channels, alignment.deformable_groups,
             alignment.max_residue_magnitude) == (32, 16, 16, 5), 'the arguments the CUDA build passes'
     calls = []
-    for module in network.deform_align.values():
-        module.register_forward_hook(lambda *_: calls.append(1))
-    frames = torch.rand(1, 3, 3, 64, 64)  # SPyNet needs at least 64x64 low-resolution frames
-    with torch.no_grad():
-        output = network(frames)
+    hooks = [module.register_forward_hook(lambda *_: calls.append(1)) for module in network.deform_align.values()]
+    try:
+        with torch.no_grad():
+            output = network(torch.rand(1, 2, 3, 64, 64))  # SPyNet needs at least 64x64 low-resolution frames
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert output.shape == (1, 2, 3, 256, 256) and torch.isfinite(output).all()
+    assert len(calls) == 4, 'each of the 4 propagation directions aligns the frame after its first'
+
+
+def test_basicvsrpp_runs_a_clip_longer_than_its_cache_length_without_cuda(tiny_basicvsrpp):
+    network = tiny_basicvsrpp
+    with torch.no_grad():  # 3 frames > cpu_cache_length 2: the stock forward moves features with .cuda() and fails
+        output = network(torch.rand(1, 3, 3, 64, 64))
     assert output.shape == (1, 3, 3, 256, 256) and torch.isfinite(output).all()
-    # every propagation direction aligns each frame after its first: 4 directions x (3 - 1) frames
-    assert len(calls) == 8
+    assert (network.cpu_cache_length, network.cpu_cache) == (2, False), 'the option is kept; no cache was used'
