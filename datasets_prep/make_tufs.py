@@ -16,9 +16,9 @@ landmarks go through the same crop. Output: the official TUFs-145K release layou
 
 ``<clip>`` is the video's folder path relative to ``--videos`` with '/' replaced by '_' (VoxCeleb2:
 ``id00017_01dfn2spqyE``), ``<seq>`` the video's file stem (``00001``). Videos are recognised by extension
-(``--extensions``). Each sequence folder is written atomically and a rerun skips those already done, in either
-split (resumable; a sequence keeps the split it was written in); the landmark, meta_info and snapshot files are
-rewritten atomically at the end from every sequence present.
+(``VIDEO_EXTENSIONS``: mp4, avi, mkv, mov, webm, m4v). Each sequence folder is written atomically and a rerun
+skips those already done, in either split (resumable; a sequence keeps the split it was written in); the landmark,
+meta_info and snapshot files are rewritten atomically at the end from every sequence present.
 
 What the paper states, and what is approximated here: TUFs-145K keeps 7 snapshots per VoxCeleb2 clip chosen for
 face quality and pose variety, GT 128x96 with 5 landmarks. The exact quality measure, pose estimator, crop margin
