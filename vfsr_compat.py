@@ -14,6 +14,7 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | resume loads states onto ``cuda`` (and is not weights-only safe) | :func:`resume_on_any_device`       |
 | ``load_network`` unpickles and lets PyTorch's raw errors through | :func:`checked_network_loading`      |
 | ``torch.distributed.launch`` passes ``--local-rank``           | :func:`accept_local_rank_dash`       |
+| ``--force_yml manual_seed=N`` is applied after seeding (ignored) | :func:`seed_after_force_yml`        |
 | a kill during ``torch.save`` leaves a truncated checkpoint     | :func:`atomic_checkpoints`           |
 | facexlib awing uses ``np.float`` (removed in numpy 1.24)        | :func:`facexlib_without_np_float`    |
 | ``flow_warp`` calls ``torch.meshgrid`` without ``indexing``    | :func:`flow_warp_meshgrid_indexing`  |
@@ -200,6 +201,27 @@ def accept_local_rank_dash():
         module.parse_options = parse_options
 
 
+def seed_after_force_yml():
+    """basicsr's ``parse_options`` seeds the RNGs before it applies ``--force_yml``, so ``--force_yml manual_seed=N``
+    changed the logged seed but not the run. Seeding again with the final ``manual_seed`` fixes that; when the seed
+    was not forced it restores exactly the state basicsr left (applying overrides draws no random numbers).
+    """
+    import basicsr.test
+    import basicsr.train
+    from basicsr.utils import options, set_random_seed
+
+    parse_options_seeded_too_early = options.parse_options
+
+    @functools.wraps(parse_options_seeded_too_early)
+    def parse_options(root_path, is_train=True):
+        opt, args = parse_options_seeded_too_early(root_path, is_train=is_train)
+        set_random_seed(opt['manual_seed'] + opt['rank'])
+        return opt, args
+
+    for module in (options, basicsr.train, basicsr.test):
+        module.parse_options = parse_options
+
+
 def atomic_checkpoints():
     """basicsr writes ``net_g_N.pth`` and ``N.state`` in place, so a kill mid-write leaves a file that breaks
     ``--auto_resume``. Each save now goes to a hidden folder beside the target and is moved in with ``os.replace``
@@ -367,6 +389,7 @@ def apply_all():
     resume_on_any_device()
     checked_network_loading()
     accept_local_rank_dash()
+    seed_after_force_yml()
     atomic_checkpoints()
     facexlib_without_np_float()
     flow_warp_meshgrid_indexing()

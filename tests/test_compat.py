@@ -198,3 +198,19 @@ def test_basicvsrpp_runs_a_clip_longer_than_its_cache_length_without_cuda(tiny_b
         output = network(torch.rand(1, 3, 3, 64, 64))
     assert output.shape == (1, 3, 3, 256, 256) and torch.isfinite(output).all()
     assert (network.cpu_cache_length, network.cpu_cache) == (2, False), 'the option is kept; no cache was used'
+
+
+def test_force_yml_manual_seed_seeds_the_run(monkeypatch):
+    from basicsr.utils import options
+
+    def first_draw(*force_yml):
+        overrides = ['--force_yml', *force_yml] if force_yml else []
+        monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', 'tests/options/edvr_tiny_cpu.yml', *overrides])
+        opt, _ = options.parse_options('.', is_train=True)
+        return opt['manual_seed'], torch.rand(1).item()
+
+    seed_in_file, draw_with_file_seed = first_draw()
+    forced_seed, draw_with_forced_seed = first_draw(f'manual_seed={seed_in_file + 1}')
+    assert forced_seed == seed_in_file + 1
+    torch.manual_seed(forced_seed)
+    assert draw_with_forced_seed == torch.rand(1).item() != draw_with_file_seed
