@@ -1,12 +1,14 @@
 """Face detection on a real photograph: MTCNN (weights shipped in its wheel) finds the astronaut's face with its
 five landmarks; RetinaFace without its weights file is a clear error naming the file."""
-import vfsr_compat
+import vfsr_compat  # noqa: F401  (before facexlib)
 
 import numpy as np
 import pytest
 import skimage.data
+import torch
 
 from datasets_prep.astronaut import ASTRONAUT_LANDMARKS
+from vfsr_arch.checkpoint import CheckpointError, MissingCheckpointError
 from vfsr_restore.face_detection import DetectedFace, build_face_detector
 
 
@@ -43,8 +45,15 @@ def test_detect_rejects_non_rgb_uint8(mtcnn):
         mtcnn.detect([np.zeros((32, 32), np.uint8)])
 
 
-def test_retinaface_without_weights_names_the_file(tmp_path):
-    with pytest.raises(vfsr_compat.MissingWeightsError, match='detection_Resnet50_Final.pth'):
+def test_retinaface_weights_errors_are_one_line_naming_the_file(tmp_path):
+    with pytest.raises(MissingCheckpointError, match='detection_Resnet50_Final.pth.*file not found.*facexlib/releases'):
+        build_face_detector('retinaface', weights_dir=tmp_path)
+    weights = tmp_path / 'detection_Resnet50_Final.pth'
+    weights.write_bytes(b'not a checkpoint')
+    with pytest.raises(CheckpointError, match='RetinaFace weights .*not a PyTorch checkpoint'):
+        build_face_detector('retinaface', weights_dir=tmp_path)
+    torch.save({'conv.weight': torch.zeros(1)}, weights)
+    with pytest.raises(CheckpointError, match='a checkpoint of a different network, not RetinaFace'):
         build_face_detector('retinaface', weights_dir=tmp_path)
 
 

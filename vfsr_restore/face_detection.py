@@ -25,6 +25,8 @@ import torch
 from vfsr_arch.checkpoint import load_network_weights
 
 FACENET_INSTALL = 'pip install --no-deps facenet-pytorch==2.6.0'
+RETINAFACE_WEIGHTS = 'detection_Resnet50_Final.pth'
+RETINAFACE_RELEASE = f'https://github.com/xinntao/facexlib/releases/download/v0.1.0/{RETINAFACE_WEIGHTS}'
 
 
 @dataclass
@@ -123,14 +125,16 @@ class RetinaFaceDetector(FaceDetector):
 
     def __init__(self, weights_dir='weights', device='cpu', batch_size: int = 8, min_score: float = 0.9):
         super().__init__(device, batch_size, min_score)
-        from facexlib.detection import init_detection_model
+        from facexlib.detection.retinaface import RetinaFace
 
-        # facexlib looks for its files directly in model_rootpath; accept weights/ or weights/facexlib/.
+        # Built here rather than by facexlib's init_detection_model so that the file goes through vfsr's loader:
+        # a wrong or unsafe file is one line saying what it is, never PyTorch's raw error.
         weights_dir = Path(weights_dir)
         folder = weights_dir / 'facexlib' if (weights_dir / 'facexlib').is_dir() else weights_dir
-        self.net = init_detection_model('retinaface_resnet50', half=False, device=self.device,
-                                        model_rootpath=str(folder))
-        self.net.eval()
+        self.net = RetinaFace(network_name='resnet50', half=False, device=self.device)
+        load_network_weights(self.net, folder / RETINAFACE_WEIGHTS, wrapper_keys=(), what='RetinaFace weights',
+                             published_at=f'{RETINAFACE_RELEASE} (put it in {folder})')
+        self.net.eval().to(self.device)
 
     def detect_batch(self, images):
         bgr = torch.from_numpy(np.ascontiguousarray(images[..., ::-1])).float().to(self.device)
