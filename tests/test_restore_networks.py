@@ -185,3 +185,42 @@ def test_keep_segments_and_resume_leave_no_seam(tmp_path, video, monkeypatch):
     assert main([str(video), '-o', str(resumed), *options, '--segment-frames', '2']) == 0
     assert json.loads((tmp_path / 'resumed.mp4.json').read_text())['faces_restored'] == 8
     assert all((a == b).all() for a, b in zip(decoded_frames(resumed), decoded_frames(whole), strict=True))
+
+
+def test_parsing_mask_from_facexlib_weights_averaged_per_track(tmp_path, video, capsys):
+    """--mask parsing loads facexlib's ParseNet (random weights here) from --weights-dir/facexlib through the real
+    loading path and changes the paste; its mask is a moving average per track; missing weights are one line."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    from vfsr_restore.face_mask import ParsingMask
+
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        net = ParseNet(in_size=512, out_size=512, parsing_ch=19)
+    with torch.no_grad():  # only background (0) and skin (1) compete: masks that differ from face to face
+        net.out_mask_conv.conv2d.weight[2:] = 0
+        net.out_mask_conv.conv2d.bias[:] = 0
+        net.out_mask_conv.conv2d.bias[2:] = -1
+    weights = tmp_path / 'weights' / 'facexlib' / 'parsing_parsenet.pth'
+    weights.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), weights)
+    faces = (torch.rand(2, 40, 40, 3, generator=torch.Generator().manual_seed(0)) * 255).byte().numpy()
+    averaged = ParsingMask(weights, ema=0.25)
+    masks = [averaged(7, face) for face in faces]
+    averaged.keep_tracks(set())  # track 7 ended: a new track starts afresh
+    fresh = averaged(7, faces[1])
+    assert masks[0].shape == (40, 40) and 0 <= masks[0].min() and masks[0].max() <= 1
+    assert abs(masks[0] - fresh).max() > 0.05  # the two faces have different masks, so averaging shows
+    assert abs(masks[1] - (0.75 * masks[0] + 0.25 * fresh)).max() < 1e-3
+
+    options = ['--model', 'identity', '--upscale', '2', *FAST, '--crf', '0', '--pix-fmt', 'yuv444p', '--end', '0.05']
+    assert main([str(video), '-o', str(tmp_path / 'template.mp4'), *options]) == 0
+    assert main([str(video), '-o', str(tmp_path / 'parsing.mp4'), *options, '--mask', 'parsing', '--weights-dir',
+                 str(tmp_path / 'weights')]) == 0
+    template, parsing = decoded_frames(tmp_path / 'template.mp4'), decoded_frames(tmp_path / 'parsing.mp4')
+    assert 1 < len(parsing) < 8 and any((a != b).any() for a, b in zip(template, parsing, strict=True))
+    capsys.readouterr()
+    output = tmp_path / 'none.mp4'
+    assert main([str(video), '-o', str(output), *options, '--mask', 'parsing', '--weights-dir', str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'parsing_parsenet.pth' in err and 'not found' in err and not output.exists()

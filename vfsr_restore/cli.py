@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument('--background-weights', help='Real-ESRGAN weights (RealESRGAN_x4plus.pth or _x2plus.pth) '
                        'to upscale the background, tiled (default: Lanczos)')
     video.add_argument('--background-tile', type=int, default=256, help='Real-ESRGAN tile size in input pixels')
+    video.add_argument('--mask', choices=('template', 'parsing'), default='template', help='paste-back mask: a '
+                       'feathered square, or facexlib face parsing (parsing_parsenet.pth in --weights-dir/facexlib), '
+                       'averaged over each track')
+    video.add_argument('--mask-weights', help='face-parsing weights for --mask parsing (default: '
+                       'parsing_parsenet.pth under --weights-dir)')
+    video.add_argument('--mask-ema', type=float, default=0.5, help='--mask parsing: weight of the new frame in the '
+                       "mask's moving average over a track (1: no averaging)")
     video.add_argument('--start', type=float, help='first second to restore (audio trimmed in sync)')
     video.add_argument('--end', type=float, help='second to stop at (exclusive)')
     video.add_argument('--codec', default='libx264', help='video encoder (PyAV/FFmpeg name)')
@@ -102,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument('--preset', default='medium', help='encoder preset (libx264/libx265)')
     video.add_argument('--pix-fmt', default='yuv420p', help='pixel format (yuv444p is used when an odd size '
                        'cannot be 4:2:0)')
-    video.add_argument('--segment-frames', type=int, default=300, help='frames per resumable segment (each '
-                       'segment starts from a clean state)')
+    video.add_argument('--segment-frames', type=int, default=300, help='frames per resumable segment (at least; '
+                       'the state is saved at each boundary, which changes no pixel)')
     video.add_argument('--compare', action='store_true', help='also write <output>_compare: input | restored side '
                        'by side')
     video.add_argument('--debug', action='store_true', help='also write <output>_debug: boxes, landmarks, track ids')
@@ -189,12 +196,12 @@ def main(argv=None) -> int:
             return 0
         if len(jobs) == 1:
             probe(todo[0][0])  # a bad input is reported before any network is loaded
-        detector, restorer, upsampler = _networks(args, settings)
+        detector, restorer, (upsampler, face_mask) = _networks(args, settings)
         failures = 0
         for src, dst in todo:
             try:
                 report = restore_file(src, dst, settings, detector, restorer, args.report if len(jobs) == 1 else None,
-                                      progress=not args.no_progress, upsampler=upsampler)
+                                      progress=not args.no_progress, upsampler=upsampler, face_mask=face_mask)
                 print(f'vfsr-restore: wrote {dst} ({report["frames_out"]} frames, {len(report["tracks"])} face '
                       f'tracks, {report["processing_fps"]} frames/s)', file=sys.stderr)
             except (MediaError, OSError) as error:
@@ -225,11 +232,14 @@ def _settings(args, parser) -> RestoreSettings:
         parser.error(f'--detect-every must be between 1 and --max-gap ({args.max_gap}), got {args.detect_every}')
     if not 0 <= args.fidelity <= 1:
         parser.error(f'--fidelity must be in [0, 1], got {args.fidelity}')
+    if not 0 < args.mask_ema <= 1:
+        parser.error(f'--mask-ema must be in (0, 1], got {args.mask_ema}')
     network_opt = read_network_opt(args.opt)
     extra = {'network_g': network_opt, 'weights': args.weights, 'weights_dir': args.weights_dir,
              'random_weights': args.random_weights, 'fidelity': args.fidelity, 'max_length': args.max_length,
              'keep_restart': args.keep_restart, 'precision': args.precision,
-             'background_weights': args.background_weights, 'background_tile': args.background_tile}
+             'background_weights': args.background_weights, 'background_tile': args.background_tile,
+             'mask': args.mask, 'mask_weights': args.mask_weights, 'mask_ema': args.mask_ema}
     return RestoreSettings(
         model=args.model, upscale=args.upscale, faces=args.faces, min_face_size=args.min_face_size,
         detector=args.detector, detector_batch=args.detector_batch, min_score=args.min_score,
@@ -242,6 +252,7 @@ def _settings(args, parser) -> RestoreSettings:
 
 def _networks(args, settings: RestoreSettings):
     from vfsr_restore.face_detection import build_face_detector
+    from vfsr_restore.face_mask import build_face_mask
     from vfsr_restore.restorers import build_restorer
     from vfsr_restore.tracking import FaceSelection
 
@@ -258,7 +269,8 @@ def _networks(args, settings: RestoreSettings):
 
         upsampler = RealESRGANBackground(args.background_weights, device, args.background_tile,
                                          precision=args.precision)
-    return detector, restorer, upsampler
+    face_mask = build_face_mask(args.mask, args.mask_weights, args.weights_dir, device, args.mask_ema)
+    return detector, restorer, (upsampler, face_mask)
 
 
 def entry_point() -> None:

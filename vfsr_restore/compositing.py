@@ -5,17 +5,15 @@ to crop pixels (:func:`crop_matrix`); pasting a restored crop of another size in
 times uses the exact inverse of that mapping composed with both resizes (:meth:`Compositor.paste`), so that with
 an identity restorer the pasted face lands where it was, to a small fraction of a pixel.
 
-The paste is blended with a soft template mask (a square inset from the crop's border and feathered with a
-Gaussian) times the fade weight of the face. The mask follows the smoothed landmarks, so its boundary moves as
-smoothly as they do.
+The paste is blended with a mask (:mod:`vfsr_restore.face_mask`: the feathered template, or facexlib's face
+parsing averaged over the track) times the fade weight of the face.
 """
-import functools
-
 import cv2
 import numpy as np
 
 from vfsr_data.face_landmarks import similarity_to_template
 from vfsr_restore.background import lanczos_upscale
+from vfsr_restore.face_mask import TemplateMask
 
 
 def to_3x3(matrix: np.ndarray) -> np.ndarray:
@@ -47,25 +45,15 @@ def warp_crop(image: np.ndarray, matrix: np.ndarray, crop_size: tuple[int, int])
     return cv2.warpAffine(source, matrix, crop_size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
-@functools.lru_cache(maxsize=8)
-def soft_mask(width: int, height: int, inset: float = 0.04, feather: float = 0.04) -> np.ndarray:
-    """A (height, width) float32 mask: 1 inside a square inset by ``inset`` of the size, 0 at the border, edges
-    feathered by a Gaussian of ``feather`` of the size."""
-    mask = np.zeros((height, width), np.float32)
-    margin_x, margin_y = max(1, round(inset * width)), max(1, round(inset * height))
-    mask[margin_y:height - margin_y, margin_x:width - margin_x] = 1
-    sigma = max(feather * min(width, height), 0.5)
-    return cv2.GaussianBlur(mask, (0, 0), sigma)
-
-
 class Compositor:
     """Upscale frames (Lanczos, or ``upsampler``: a :class:`vfsr_restore.background.RealESRGANBackground`) and
-    paste restored faces into them."""
+    paste restored faces into them through ``face_mask`` (default: :class:`TemplateMask`)."""
 
-    def __init__(self, upscale: int = 1, upsampler=None):
+    def __init__(self, upscale: int = 1, upsampler=None, face_mask: TemplateMask | None = None):
         if upscale < 1:
             raise ValueError(f'--upscale must be a whole number >= 1, got {upscale}')
         self.upscale, self.upsampler = upscale, upsampler
+        self.face_mask = face_mask or TemplateMask()
 
     def background(self, image: np.ndarray) -> np.ndarray:
         """The frame upscaled, float32 (H*u, W*u, 3)."""
@@ -74,16 +62,17 @@ class Compositor:
         return self.upsampler(image, self.upscale)
 
     def paste(self, canvas: np.ndarray, restored: np.ndarray, matrix: np.ndarray, crop_size: tuple[int, int],
-              alpha: float = 1.0) -> None:
-        """Blend ``restored`` (h, w, 3) uint8 into ``canvas`` (float32, upscaled frame) in place. ``matrix``: frame
-        -> crop of ``crop_size`` (w, h), the crop the restorer was given; ``restored`` may be larger (the
-        restorer's output scale)."""
+              alpha: float = 1.0, track_id: int = 0) -> None:
+        """Blend ``restored`` (h, w, 3) uint8, a face of track ``track_id``, into ``canvas`` (float32, upscaled
+        frame) in place. ``matrix``: frame -> crop of ``crop_size`` (w, h), the crop the restorer was given;
+        ``restored`` may be larger (the restorer's output scale). Call it in frame order per track (the parsing
+        mask averages over the track)."""
         height, width = restored.shape[:2]
         # upscaled-frame pixels -> restored-crop pixels
         to_crop = (to_3x3(resize_matrix(width / crop_size[0], height / crop_size[1])) @ to_3x3(matrix)
                    @ np.linalg.inv(to_3x3(resize_matrix(self.upscale, self.upscale))))
         shrink = np.sqrt(abs(np.linalg.det(to_crop[:2, :2])))  # restored pixels per canvas pixel
-        image, mask = restored.astype(np.float32), soft_mask(width, height)
+        image, mask = restored.astype(np.float32), self.face_mask(track_id, restored)
         if shrink > 3:  # reduce with area averaging to 3x the canvas resolution first: sampling alone would alias
             factor = 3 / shrink
             size = (max(1, round(width * factor)), max(1, round(height * factor)))

@@ -203,13 +203,13 @@ class StreamRestorer:
     again and hands to :meth:`load_state_dict`."""
 
     def __init__(self, settings: RestoreSettings, detector, restorer, info: MediaInfo, timer: StageTimer, emit,
-                 upsampler=None):
+                 upsampler=None, face_mask=None):
         self.settings, self.detector, self.restorer, self.info, self.timer = settings, detector, restorer, info, timer
         self.tracker = FaceTracker(settings.min_face_size, settings.max_gap)
         self.selection = FaceSelection(settings.faces)
         self.cuts = SceneCutDetector(settings.scene_threshold)
         self.planner = FacePlanner(settings.smoothing, settings.sigma, settings.ema, settings.max_gap, settings.fade)
-        self.compositor = Compositor(settings.upscale, upsampler)
+        self.compositor = Compositor(settings.upscale, upsampler, face_mask)
         self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
         detector.search_down_to(settings.min_face_size * self.detect_scale)
         self.emit = emit
@@ -261,7 +261,8 @@ class StreamRestorer:
             'active_tracks': sorted(self.active_tracks), 'tracker': self.tracker.state(),
             'selected': self.selection.current,
             'scene_reference': None if self.cuts.previous is None else torch.from_numpy(self.cuts.previous),
-            'planner': self.planner.state_dict(), 'restorer': self.restorer.state_dict()}
+            'planner': self.planner.state_dict(), 'restorer': self.restorer.state_dict(),
+            'face_mask': self.compositor.face_mask.state_dict()}
 
     def load_state_dict(self, state: dict, frames: dict[int, Frame]) -> None:
         """Continue from :meth:`state_dict`; ``frames``: the decoded waiting frames by index."""
@@ -284,6 +285,7 @@ class StreamRestorer:
         self.cuts.previous = None if state['scene_reference'] is None else state['scene_reference'].numpy()
         self.planner.load_state_dict(state['planner'])
         self.restorer.load_state_dict(state['restorer'])
+        self.compositor.face_mask.load_state_dict(state['face_mask'])
 
     # ------------------------------------------------------------------------------------------------ stages
     def _detect_batch(self) -> None:
@@ -348,7 +350,8 @@ class StreamRestorer:
                 canvas = self.compositor.background(record.frame.image)
                 for face in record.planned:
                     self.compositor.paste(canvas, record.restored[face.track_id], record.matrices[face.track_id],
-                                          self.restorer.crop_size, face.alpha)
+                                          self.restorer.crop_size, face.alpha, face.track_id)
+                self.compositor.face_mask.keep_tracks({face.track_id for face in record.planned})
                 output = np.clip(canvas.round(), 0, 255).astype(np.uint8)
             self.segment_report['faces_restored'] += len(record.planned)
             self.emit(record, output)
@@ -420,16 +423,17 @@ def output_paths(output: Path, settings: RestoreSettings) -> dict[str, Path]:
 
 
 def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSettings, detector, restorer,
-                 report_path: str | Path | None = None, progress: bool = False, upsampler=None) -> dict:
+                 report_path: str | Path | None = None, progress: bool = False, upsampler=None, face_mask=None) -> dict:
     """Restore one input (video, frames folder or image) into ``output``; returns the report (also written as
     JSON to ``report_path``, default ``<output>.json``). ``upsampler``: Real-ESRGAN for the background, or None
-    for Lanczos."""
+    for Lanczos; ``face_mask``: a :mod:`vfsr_restore.face_mask` mask, or None for the template."""
     started = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     info = probe(input_path)
     timer = StageTimer()
     if info.kind == 'image':
-        return _restore_image(info, output, settings, detector, restorer, upsampler, timer, report_path, started)
+        return _restore_image(info, output, settings, detector, restorer, upsampler, face_mask, timer, report_path,
+                              started)
     if not output_format(output):
         raise MediaError(f'{output}: unknown video container suffix {output.suffix!r} (use .mp4, .mov, .mkv, .webm)')
     width, height = info.width * settings.upscale, info.height * settings.upscale
@@ -448,14 +452,14 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     outputs = output_paths(output, settings)
 
     try:
-        return _restore_video(info, output, settings, detector, restorer, upsampler, timer, report_path, progress,
-                              started, work, manifest, done, outputs, width, height)
+        return _restore_video(info, output, settings, detector, restorer, (upsampler, face_mask), timer, report_path,
+                              progress, started, work, manifest, done, outputs, width, height)
     except MediaError:
         shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
         raise
 
 
-def _restore_video(info, output, settings, detector, restorer, upsampler, timer, report_path, progress, started,
+def _restore_video(info, output, settings, detector, restorer, compositing, timer, report_path, progress, started,
                    work, manifest, done, outputs, width, height) -> dict:
     """Stream the frames through one :class:`StreamRestorer`, closing a segment (its files, the manifest and the
     stream's saved state) whenever at least ``segment_frames`` frames were written since the last; a resumed run
@@ -469,7 +473,7 @@ def _restore_video(info, output, settings, detector, restorer, upsampler, timer,
     frames = CountedFrames(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)),
                            on_frame=bar.update if bar is not None else None)
     if not finished or not finished[-1]['final']:
-        _stream_segments(frames, finished, work, manifest, outputs, info, settings, detector, restorer, upsampler,
+        _stream_segments(frames, finished, work, manifest, outputs, info, settings, detector, restorer, compositing,
                          timer, width, height)
     if bar is not None:
         bar.close()
@@ -515,14 +519,15 @@ class CountedFrames:
 
 
 def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, info, settings, detector, restorer,
-                     upsampler, timer, width, height) -> None:
-    """Restore the frames after the ``finished`` segments into new segments, recorded in ``manifest``."""
+                     compositing, timer, width, height) -> None:
+    """Restore the frames after the ``finished`` segments into new segments, recorded in ``manifest``;
+    ``compositing``: (upsampler, face_mask) of :class:`StreamRestorer`."""
     segment = None
 
     def emit(record: PendingFrame, image: np.ndarray):
         segment.write(record, image)
 
-    stream = StreamRestorer(settings, detector, restorer, info, timer, emit, upsampler)
+    stream = StreamRestorer(settings, detector, restorer, info, timer, emit, *compositing)
     if finished:  # resume: decode what the finished segments consumed, keeping the frames still waiting
         state = read_checkpoint(work / finished[-1]['state'], what='vfsr-restore saved state')
         waiting = set(state['waiting'])
@@ -675,12 +680,13 @@ def _report(info, settings, segments, frames_in, outputs, timer, started, width,
     return report
 
 
-def _restore_image(info, output, settings, detector, restorer, upsampler, timer, report_path, started) -> dict:
+def _restore_image(info, output, settings, detector, restorer, upsampler, face_mask, timer, report_path,
+                   started) -> dict:
     """One image: restored as a one-frame video would be, written as an image (format from ``output``)."""
     frame = next(read_frames(info))
     results = []
     stream = StreamRestorer(settings, detector, restorer, info, timer,
-                            lambda record, image: results.append((record, image)), upsampler)
+                            lambda record, image: results.append((record, image)), upsampler, face_mask)
     stream.push(frame)
     stream.finish()
     output.parent.mkdir(parents=True, exist_ok=True)
