@@ -60,3 +60,15 @@ def test_retinaface_weights_errors_are_one_line_naming_the_file(tmp_path):
 def test_unknown_detector_is_named():
     with pytest.raises(ValueError, match="unknown face detector 'yolo'"):
         build_face_detector('yolo')
+
+
+def test_mtcnn_stage_nets_see_power_of_two_batches_with_unchanged_rows(mtcnn):
+    """R- and O-net run on batches padded to a power of two (a few shapes instead of one per candidate count, so
+    the CPU backend's per-shape caches stop growing over a video); the real rows are what the net gives alone."""
+    rnet = mtcnn.nets[1]
+    candidates = torch.rand(5, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        padded = rnet(candidates)
+        alone = rnet.net(candidates)
+    assert [tuple(output.shape) for output in padded] == [tuple(output.shape) for output in alone] == [(5, 4), (5, 2)]
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(padded, alone))
