@@ -9,6 +9,7 @@ import importlib
 import re
 import runpy
 import sys
+import warnings
 
 import pytest
 from conftest import REPO_ROOT
@@ -36,6 +37,8 @@ def undocumented_flags(help_text: str) -> list[str]:
 
 def help_of(run, argv0: str, monkeypatch, capsys) -> str:
     monkeypatch.setattr(sys, 'argv', [argv0, '--help'])
+    # A console entry point may install its own warning format; it must not outlive the test.
+    monkeypatch.setattr(warnings, 'formatwarning', warnings.formatwarning)
     with pytest.raises(SystemExit) as stopped:
         run()
     assert stopped.value.code == 0
