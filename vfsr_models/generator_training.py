@@ -49,6 +49,11 @@ class GeneratorTrainingModel(BaseModel):
         if self.is_train:
             self.init_training_settings()
 
+    def feed_data(self, data):
+        """``lq`` and, where the data has it, ``gt`` (b, [t,] 3, H, W) on the model's device."""
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+
     # ------------------------------------------------------------------------------------------------------------
     # Set-up
     # ------------------------------------------------------------------------------------------------------------

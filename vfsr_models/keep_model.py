@@ -42,10 +42,6 @@ class KEEPModel(GeneratorTrainingModel):
         self.need_upscale = opt.get('need_upscale', True)
         super().__init__(opt)
 
-    def feed_data(self, data):
-        self.lq = data['lq'].to(self.device)
-        self.gt = data['gt'].to(self.device) if 'gt' in data else None
-
     # ------------------------------------------------------------------------------------------------ losses
     def define_losses(self, train_opt):
         self.cri_pix = self.build_optional_loss(train_opt, 'pixel_opt')

@@ -46,10 +46,6 @@ class VideoRestorationModel(GeneratorTrainingModel):
         self.forward_kwargs = dict(opt.get('forward_kwargs') or {})
         super().__init__(opt)
 
-    def feed_data(self, data):
-        self.lq = data['lq'].to(self.device)
-        self.gt = data['gt'].to(self.device) if 'gt' in data else None
-
     def define_losses(self, train_opt):
         self.cri_pix = self.build_optional_loss(train_opt, 'pixel_opt')
         self.cri_perceptual = self.build_optional_loss(train_opt, 'perceptual_opt')
