@@ -385,16 +385,18 @@ def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
 def debug_overlay(record: PendingFrame, output: np.ndarray, upscale: int) -> np.ndarray:
     """The output with each planned face's landmarks, crop outline and track id drawn on it."""
     image = output.copy()
+    stroke = max(1, round(max(image.shape[:2]) / 360))  # lines a person can see at any video size
     for face in record.planned:
         points = (face.landmarks + 0.5) * upscale - 0.5
         colour = tuple(int(c) for c in np.random.default_rng(face.track_id).integers(64, 256, 3))
         for x, y in points:
-            cv2.circle(image, (int(round(x)), int(round(y))), max(1, upscale), colour, -1)
+            cv2.circle(image, (int(round(x)), int(round(y))), 2 * stroke, colour, -1)
         x0, y0 = points.min(axis=0) - 10 * upscale
         x1, y1 = points.max(axis=0) + 10 * upscale
-        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, 1)
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, stroke)
         label = f'{face.track_id}' + ('' if face.detected else '*') + ('' if face.alpha >= 1 else f' {face.alpha:.2f}')
-        cv2.putText(image, label, (int(x0), max(10, int(y0) - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+        cv2.putText(image, label, (int(x0), max(12 * stroke, int(y0) - 3 * stroke)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.5 * stroke, colour, stroke)
     return image
 
 
@@ -469,7 +471,7 @@ def _restore_video(info, output, settings, detector, restorer, compositing, time
     if finished and not finished[-1].get('final') and not (work / finished[-1]['state']).is_file():
         finished = []  # the saved state is gone: start again
     manifest['segments'] = finished
-    bar = _progress_bar(progress, info, info.path)
+    bar = _progress_bar(progress, info, info.path, settings.start, settings.end)
     frames = CountedFrames(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)),
                            on_frame=bar.update if bar is not None else None)
     if not finished or not finished[-1]['final']:
@@ -586,11 +588,16 @@ def _timed_frames(frames, timer: StageTimer):
         yield frame
 
 
-def _progress_bar(progress: bool, info: MediaInfo, path: Path):
+def _progress_bar(progress: bool, info: MediaInfo, path: Path, start: float | None, end: float | None):
+    """A bar over the frames to restore: the container's count, or its estimate between --start and --end."""
     if not progress:
         return None
     from tqdm import tqdm
-    return tqdm(total=info.frame_count, unit='frame', desc=path.name, dynamic_ncols=True)
+    total = info.frame_count
+    if total is not None and (start or end is not None):
+        trimmed_seconds = min(end if end is not None else float('inf'), total / info.rate) - (start or 0)
+        total = max(0, min(total, round(trimmed_seconds * info.rate)))
+    return tqdm(total=total, unit='frame', desc=path.name, dynamic_ncols=True)
 
 
 class SegmentWriter:
