@@ -1,5 +1,6 @@
 """Shared test fixtures. ``../shared`` (reference data of the official code) is optional: tests that need it skip."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,14 @@ def with_realistic_code_margins(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         model.idx_pred_layer[1].weight.mul_(20)
     return model
+
+
+def scratch_repo(root: Path, scripts=('train.py', 'test.py')) -> Path:
+    """``root`` as a scratch repository root: this checkout's entry scripts copied in (the code itself is found
+    through :func:`run_python`'s PYTHONPATH), so runs write their experiments/ and results/ there."""
+    for script in scripts:
+        shutil.copy(REPO_ROOT / script, root / script)
+    return root
 
 
 def run_python(workdir, *args, check: bool = True, **env_vars) -> subprocess.CompletedProcess:

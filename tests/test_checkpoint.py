@@ -1,7 +1,6 @@
 """Every wrong checkpoint gets its one true line, through KEEP.load_checkpoint, train.py and test.py; nothing is
 ever unpickled; training states save and resume with the weights-only loader."""
 import pickle
-import shutil
 from pathlib import Path
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -10,7 +9,7 @@ import pytest
 import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, run_python, scratch_repo
 
 import vfsr_arch  # noqa: F401  (registers the archs)
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
@@ -107,8 +106,7 @@ def test_load_checkpoint_tells_another_network_from_another_configuration(keep, 
 def workdir(tmp_path_factory):
     """A scratch repo root with train.py/test.py, a tiny Vimeo-layout set, the wrong files and wrong networks."""
     root = tmp_path_factory.mktemp('vfsr_checkpoints')
-    for script in ('train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, root / script)
+    scratch_repo(root)
     make_tiny_vimeo(root / 'datasets' / 'tiny_vimeo')
     wrong_files(root / 'weights')
     network_opt = yaml.safe_load(EDVR_OPTIONS.read_text())['network_g']

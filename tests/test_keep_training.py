@@ -15,7 +15,7 @@ import torch
 import torchvision
 import yaml
 from basicsr.utils.registry import LOSS_REGISTRY, MODEL_REGISTRY
-from conftest import REPO_ROOT, python_log
+from conftest import REPO_ROOT, python_log, scratch_repo
 
 import vfsr_arch  # noqa: F401
 import vfsr_models  # noqa: F401
@@ -46,8 +46,7 @@ def workdir(tmp_path_factory):
     """Scratch repo root: train.py, synthetic VFHQ clips (raw + landmarks, aligned GT, pre-degraded LQ), random
     LPIPS and GMFlow weights, the tiny option files."""
     root = tmp_path_factory.mktemp('keep_training')
-    for script in ('train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, root / script)
+    scratch_repo(root)
     data = root / 'datasets' / 'synthetic_vfhq'
     make_synthetic_vfhq(data, num_clips=2, num_frames=6, frame_size=64, seed=0)
     align_clips(data / 'frames', data / 'landmarks', data / 'aligned_32', size=32)

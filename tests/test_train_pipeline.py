@@ -1,13 +1,12 @@
 """vfsr's train.py / test.py drive BasicSR's real pipeline on the CPU: train, validate, checkpoint, resume,
 distributed with gloo (bad option files: tests/test_option_checks.py)."""
 import os
-import shutil
 import socket
 
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, run_python, scratch_repo
 
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
 
@@ -18,8 +17,7 @@ EDVR_OPTIONS = REPO_ROOT / 'tests' / 'options' / 'edvr_tiny_cpu.yml'
 def workdir(tmp_path_factory):
     """A scratch repo root with train.py/test.py pointing at the real code, and a tiny Vimeo-layout dataset."""
     root = tmp_path_factory.mktemp('vfsr_run')
-    for script in ('train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, root / script)
+    scratch_repo(root)
     make_tiny_vimeo(root / 'datasets' / 'tiny_vimeo')
     return root
 

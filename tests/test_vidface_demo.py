@@ -5,7 +5,7 @@ import json
 import shutil
 import socket
 
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, run_python, scratch_repo
 
 from datasets_prep.make_demo_tufs import make_demo_tufs
 
@@ -19,8 +19,7 @@ MIN_PSNR_Y_GAIN = 0.2
 
 def copy_demo_files(workdir):
     """demo.py, train.py, test.py and the demo's option files in a scratch repo root."""
-    for script in ('demo.py', 'train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, workdir / script)
+    scratch_repo(workdir, ('demo.py', 'train.py', 'test.py'))
     (workdir / 'options').mkdir()
     for options in ('demo_vidface.yml', 'test_bicubic_demo.yml'):
         shutil.copy(REPO_ROOT / 'options' / options, workdir / 'options' / options)

@@ -12,7 +12,7 @@ import yaml
 from basicsr.models import build_model
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.utils.registry import DATASET_REGISTRY, LOSS_REGISTRY
-from conftest import REPO_ROOT, python_log
+from conftest import REPO_ROOT, python_log, scratch_repo
 from torch.utils.data import DataLoader
 
 import vfsr_arch  # noqa: F401  (registers the networks)
@@ -164,8 +164,7 @@ def test_edvr_x8_baseline_trains_and_validates_on_the_reference_snapshot(tmp_pat
 def workdir(tmp_path_factory, demo_root):
     """A scratch repo root: copies of train.py/test.py (experiments/results land here) and the demo clips."""
     root = tmp_path_factory.mktemp('vidface_run')
-    for script in ('train.py', 'test.py'):
-        shutil.copy(REPO_ROOT / script, root / script)
+    scratch_repo(root)
     shutil.copytree(demo_root, root / 'datasets' / 'demo_tufs')
     return root
 
