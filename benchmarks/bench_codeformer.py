@@ -38,9 +38,11 @@ def measure(device: str, dtype: str, layout: str, size: int, runs: int, threads:
     channels_last; ``compile`` compiles the submodules (inductor)."""
     import torch
 
-    from vfsr_arch.acceleration import autocast_context, compile_network
+    from vfsr_arch.acceleration import autocast_context, compile_network, keep_freed_memory
     from vfsr_arch.codeformer_arch import CodeFormer
 
+    if device == 'cpu':
+        keep_freed_memory()  # as vfsr-restore does on the CPU
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     # The official network at another image size: same levels, attention and fusion levels, position embedding for

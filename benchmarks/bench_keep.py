@@ -50,9 +50,11 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
     """One configuration, in this process."""
     import torch
 
-    from vfsr_arch.acceleration import autocast_context, compile_network
+    from vfsr_arch.acceleration import autocast_context, compile_network, keep_freed_memory
     from vfsr_arch.keep_arch import KEEP  # the package import applies vfsr_compat first
 
+    if device == 'cpu':
+        keep_freed_memory()  # as vfsr-restore does on the CPU
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     net = KEEP(img_size=size, latent_size=(size // 32)**2, **OFFICIAL_KEEP).to(device).eval()
