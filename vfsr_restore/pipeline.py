@@ -16,7 +16,6 @@ name and renamed; the work folder is then removed.
 import hashlib
 import itertools
 import json
-import os
 import queue
 import resource
 import shutil
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from datasets_prep.atomic_output import atomic_directory, write_text_atomically
 from vfsr_arch.checkpoint import read_checkpoint
 from vfsr_restore.compositing import Compositor, warp_crop
 from vfsr_restore.face_detection import DetectedFace
@@ -408,12 +408,6 @@ def settings_fingerprint(info: MediaInfo, settings: RestoreSettings) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_json_atomic(path: Path, content: dict) -> None:
-    partial = path.with_name(f'.{path.name}.partial-{os.getpid()}')
-    partial.write_text(json.dumps(content, indent=1))
-    partial.replace(path)
-
-
 def output_paths(output: Path, settings: RestoreSettings) -> dict[str, Path]:
     """The files one run writes: the restored video, optionally the comparison and debug videos."""
     paths = {'restored': output}
@@ -488,16 +482,13 @@ def _restore_video(info, output, settings, detector, restorer, compositing, time
         audio_from = manifest['first_pts'] * info.time_base
         audio_to = None if settings.end is None else info.start_pts * info.time_base + Fraction(settings.end)
         for kind, path in outputs.items():
-            partial = path.with_name(f'.{path.stem}.partial-{os.getpid()}{path.suffix}')
-            try:
+            with atomic_directory(path, overwrite=True) as partial:
                 mux_video([work / segment['files'][kind] for segment in segments],
                           [segment['pts'] for segment in segments], segments[-1]['last_duration'], info, partial,
                           audio_from, audio_to)
-                partial.replace(path)
-            finally:
-                partial.unlink(missing_ok=True)
     report = _report(info, settings, segments, frames_in, outputs, timer, started, width, height)
-    write_json_atomic(Path(report_path) if report_path else output.with_name(output.name + '.json'), report)
+    write_text_atomically(Path(report_path) if report_path else output.with_name(output.name + '.json'),
+                          json.dumps(report, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -572,7 +563,7 @@ def _close_segment(segment: 'SegmentWriter', stream: StreamRestorer, work: Path,
         manifest['segments'].append(record)
     elif final:  # nothing was written after the last close: that segment ends the video
         manifest['segments'][-1]['final'] = True
-    write_json_atomic(work / 'manifest.json', manifest)
+    write_text_atomically(work / 'manifest.json', json.dumps(manifest, indent=1))
     for older in manifest['segments'][:-1]:
         if older.get('state'):
             (work / older['state']).unlink(missing_ok=True)
@@ -697,14 +688,11 @@ def _restore_image(info, output, settings, detector, restorer, upsampler, face_m
     stream.push(frame)
     stream.finish()
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f'.{output.stem}.partial-{os.getpid()}{output.suffix}')
-    try:
+    with atomic_directory(output, overwrite=True) as partial:
         write_image(partial, results[0][1])
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
     segments = [{'pts': [0], **stream.new_segment_report()}]
     report = _report(info, settings, segments, 1, {'restored': output}, timer, started,
                      info.width * settings.upscale, info.height * settings.upscale)
-    write_json_atomic(Path(report_path) if report_path else output.with_name(output.name + '.json'), report)
+    write_text_atomically(Path(report_path) if report_path else output.with_name(output.name + '.json'),
+                          json.dumps(report, indent=1))
     return report
