@@ -4,9 +4,9 @@ Weights follow the reference-data rule (``tests/conftest.py: randomize_like_refe
 the code head scaled by 20, as in ``../shared/reference``), so that code choices are decided by the network rather
 than by float noise, as with trained weights. Both precisions run on the same channels_last network and input;
 printed: the fraction of latent positions whose code (argmax of the logits) is the same, the output PSNR against
-float32 (images in [-1, 1]), and for KEEP the same per frame and the largest flow and Kalman-gain differences.
-Targets (issue 11): codes identical for at least 99.9% of positions, PSNR at least 40 dB. ``--float32-encoder``
-also runs the encoders in float32.
+float32 (images in [-1, 1]) of the images as saved (clamped to [-1, 1]) and of the raw network output (random
+weights put a quarter of it outside [-1, 1]), and for KEEP the same per frame and the largest flow and Kalman-gain
+differences. Targets (issue 11): codes identical for at least 99.9% of positions, PSNR at least 40 dB.
 
     python benchmarks/bench_bf16_agreement.py                        # 512x512, KEEP (2 frames) and CodeFormer
     python benchmarks/bench_bf16_agreement.py --size 128 --networks codeformer
@@ -26,14 +26,17 @@ from conftest import randomize_like_reference, with_realistic_code_margins  # no
 
 from benchmarks.bench_keep import OFFICIAL_KEEP  # noqa: E402
 from benchmarks.harness import machine_description  # noqa: E402
-from vfsr_arch.acceleration import autocast_context, float32_under_autocast  # noqa: E402
+from vfsr_arch.acceleration import autocast_context  # noqa: E402
 from vfsr_arch.codeformer_arch import CodeFormer  # noqa: E402
 from vfsr_arch.keep_arch import KEEP  # noqa: E402
 
 
-def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """PSNR of images in [-1, 1] (peak-to-peak 2)."""
-    mse = (output.float() - reference).square().mean().item()
+def psnr(output: torch.Tensor, reference: torch.Tensor, clamp: bool = True) -> float:
+    """PSNR of images in [-1, 1] (peak-to-peak 2); ``clamp``: of the images as saved (clamped to [-1, 1])."""
+    output, reference = output.float(), reference.float()
+    if clamp:
+        output, reference = output.clamp(-1, 1), reference.clamp(-1, 1)
+    mse = (output - reference).square().mean().item()
     return 10 * math.log10(4 / mse) if mse > 0 else math.inf
 
 
@@ -46,21 +49,14 @@ def smooth_clip(frames: int, size: int) -> torch.Tensor:
     return torch.stack([base[:, :, i:i + size, 2 * i:2 * i + size] for i in range(frames)], dim=1)
 
 
-def prepare(net: torch.nn.Module, device: str, float32_encoder: bool) -> torch.nn.Module:
-    """Reference-rule weights with realistic code margins, eval, channels_last; with ``float32_encoder`` the LQ
-    encoder (and KEEP's ``hq_encoder``) also run in float32 under autocast (the experiment of the docs)."""
+def prepare(net: torch.nn.Module, device: str) -> torch.nn.Module:
+    """Reference-rule weights with realistic code margins, eval, channels_last."""
     net = with_realistic_code_margins(randomize_like_reference(net)).eval()
-    net = net.to(device, memory_format=torch.channels_last)
-    for name in ('encoder', 'hq_encoder') if float32_encoder else ():
-        if hasattr(net, name):
-            encoder = getattr(net, name)
-            encoder.forward = float32_under_autocast(encoder.forward)
-    return net
+    return net.to(device, memory_format=torch.channels_last)
 
 
-def keep_agreement(size: int, frames: int, device: str, float32_encoder: bool) -> dict:
-    net = KEEP(img_size=size, latent_size=(size // 32) ** 2, **OFFICIAL_KEEP)
-    net = prepare(net, device, float32_encoder)
+def keep_agreement(size: int, frames: int, device: str) -> dict:
+    net = prepare(KEEP(img_size=size, latent_size=(size // 32) ** 2, **OFFICIAL_KEEP), device)
     x = smooth_clip(frames, size).to(device)
 
     def run(precision):
@@ -74,16 +70,17 @@ def keep_agreement(size: int, frames: int, device: str, float32_encoder: bool) -
     codes_equal = (bf16.logits.argmax(-1) == fp32.logits.argmax(-1)).float().mean(-1)[0]  # per frame
     return {'codes identical': codes_equal.mean().item(),
             'PSNR vs fp32 (dB)': psnr(bf16.outputs, fp32.outputs),
+            'raw output': psnr(bf16.outputs, fp32.outputs, clamp=False),
             'per frame: codes identical': [round(value, 4) for value in codes_equal.tolist()],
             'PSNR (dB)': [round(psnr(bf16.outputs[:, i], fp32.outputs[:, i]), 2) for i in range(frames)],
             'max flow difference (px)': (bf16_flows - fp32_flows).abs().max().item(),
             'max Kalman gain difference': (bf16.gains.float() - fp32.gains).abs().max().item()}
 
 
-def codeformer_agreement(size: int, device: str, float32_encoder: bool) -> dict:
+def codeformer_agreement(size: int, device: str) -> dict:
     net = CodeFormer(img_size=size, latent_size=(size // 32) ** 2, attn_resolutions=[size // 32],
                      connect_list=[str(size // 16), str(size // 8), str(size // 4), str(size // 2)])
-    net = prepare(net, device, float32_encoder)
+    net = prepare(net, device)
     x = smooth_clip(1, size)[:, 0].to(device)
 
     def run(precision):
@@ -92,7 +89,7 @@ def codeformer_agreement(size: int, device: str, float32_encoder: bool) -> dict:
 
     (fp32, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
     return {'codes identical': (bf16_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean().item(),
-            'PSNR vs fp32 (dB)': psnr(bf16, fp32)}
+            'PSNR vs fp32 (dB)': psnr(bf16, fp32), 'raw output': psnr(bf16, fp32, clamp=False)}
 
 
 def main():
@@ -102,15 +99,13 @@ def main():
     parser.add_argument('--networks', nargs='+', default=['keep', 'codeformer'], choices=['keep', 'codeformer'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--float32-encoder', action='store_true',
-                        help='also run the encoders in float32 (what it takes for identical codes, see the docs)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f'{machine_description(args.device)}; {args.size}x{args.size}, bf16 autocast vs fp32, channels_last')
     for name in args.networks:
-        figures = (keep_agreement(args.size, args.frames, args.device, args.float32_encoder) if name == 'keep'
-                   else codeformer_agreement(args.size, args.device, args.float32_encoder))
+        figures = (keep_agreement(args.size, args.frames, args.device) if name == 'keep'
+                   else codeformer_agreement(args.size, args.device))
         print(f'{name:<10} ' + ', '.join(f'{key} {value:.4g}' if isinstance(value, float) else f'{key} {value}'
                                          for key, value in figures.items()), flush=True)
 

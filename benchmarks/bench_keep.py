@@ -6,9 +6,9 @@ warm-up run, then the median of --repeats runs under ``torch.no_grad()``: wall s
 per frame (all threads; less sensitive to other processes on a shared machine). The warm-up counts the work
 (FlopCounterMode); the machine's limits for the dtype (``torch.mm`` and a 3x3 convolution) are measured right before
 and after the timed runs, and the achieved GFLOP/s is given as a fraction of them, which a loaded machine changes
-much less than the seconds. Memory is the peak growth during a run:
-resident-set high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set before it on CPU,
-``torch.cuda.max_memory_allocated`` growth on CUDA.
+much less than the seconds. Memory is the peak during a run above the memory in use before the first run (model and
+input built): resident-set high-water mark (reset through ``/proc/self/clear_refs``) on CPU, which includes what
+the process keeps for reuse after freeing it (``keep_freed_memory``), ``torch.cuda.max_memory_allocated`` on CUDA.
 
 Modes: ``clip`` = ``net(x, need_upscale=False)`` on T frames as one chunk (the official ``forward``);
 ``stream`` = ``net.restore_video(frames, max_length=T)`` (chunks of T frames, the official inference's chunking).
@@ -74,6 +74,9 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
             torch.cuda.synchronize()
         return out
 
+    # Peak memory is measured above the memory in use before the first run: on the CPU the process keeps what a
+    # run frees (keep_freed_memory), so growth within a later run alone would hide the activations.
+    base = memory_in_use_mb(device)
     if compile:
         run()  # compiles (under FlopCounterMode's dispatch mode it would run eagerly)
     reference, work = count_flops(run)  # the warm-up, counting the work
@@ -82,12 +85,11 @@ def measure(size: int, frames: int, mode: str, dtype: str, layout: str, device: 
         seconds, cpu_seconds, peaks = [], [], []
         for _ in range(repeats):
             reset_peak_memory(device)
-            before = memory_in_use_mb(device)
             start, start_cpu = time.perf_counter(), time.process_time()
             out = run()
             seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - start_cpu)
-            peaks.append(peak_memory_mb(device) - before)
+            peaks.append(peak_memory_mb(device) - base)
             del out
         return seconds, cpu_seconds, peaks
 

@@ -35,18 +35,17 @@ needs_bf16 = pytest.mark.skipif(not precision_supported('bf16', 'cpu'),
 
 
 def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """Images in [-1, 1]."""
-    mse = (output.float() - reference).square().mean().item()
+    """Images in [-1, 1], as saved (clamped)."""
+    mse = (output.float().clamp(-1, 1) - reference.clamp(-1, 1)).square().mean().item()
     return 10 * math.log10(4 / mse) if mse > 0 else math.inf
 
 
-# Issue 11 asks bf16 to keep >= 99.9% of the code choices and >= 40 dB against fp32. With random weights (code head
-# x20, the reference rule) that does not hold yet (benchmarks/bench_bf16_agreement.py, docs/benchmarks.md): bf16
-# convolutions perturb the latents by ~1.5%, which flips the codes of the positions with the smallest margins, and
-# KEEP's recurrence re-encodes the previous bf16 output. These tests pin what does hold: the precision-sensitive
-# parts run in float32 (flows exactly as in fp32), the heavy parts in bf16, and most codes agree.
+# Issue 11 asks bf16 to keep >= 99.9% of the code choices and >= 40 dB against fp32, with weights whose code head
+# has realistic margins (x20, the reference rule). The encoders run in float32 for that (their latent picks the
+# codes); CodeFormer meets it. KEEP's anchor frame keeps every code, but its later frames re-encode the previous
+# bf16 output, and with random weights that flips codes (docs/benchmarks.md, "bf16 and the answer"): pinned as is.
 @needs_bf16
-def test_keep_in_bf16_keeps_flows_gains_and_logits_in_float32_and_the_anchor_codes():
+def test_keep_in_bf16_keeps_encoders_flows_gains_and_logits_in_float32_and_every_anchor_code():
     model = with_realistic_code_margins(randomized_tiny_keep()).eval()
     x = clip(3)
 
@@ -57,16 +56,17 @@ def test_keep_in_bf16_keeps_flows_gains_and_logits_in_float32_and_the_anchor_cod
 
     (fp32, fp32_measurements), (bf16, bf16_measurements) = run('fp32'), run('bf16')
     assert bf16.logits.dtype == bf16.gains.dtype == torch.float32
-    for ours, reference in zip(bf16_measurements[1:], fp32_measurements[1:]):
-        assert torch.equal(ours.flow_to_previous, reference.flow_to_previous)  # GMFlow ran in float32
+    for ours, reference in zip(bf16_measurements, fp32_measurements):
+        assert torch.equal(ours.latent, reference.latent)  # the encoder ran in float32
+        if reference.flow_to_previous is not None:
+            assert torch.equal(ours.flow_to_previous, reference.flow_to_previous)  # GMFlow ran in float32
     assert bf16.outputs.dtype == torch.bfloat16  # the generator ran in bf16
-    anchor_codes_equal = (bf16.logits[:, 0].argmax(-1) == fp32.logits[:, 0].argmax(-1)).float().mean()
-    assert anchor_codes_equal >= 0.95
-    assert psnr(bf16.outputs[:, 0], fp32.outputs[:, 0]) >= 15
+    assert torch.equal(bf16.logits[:, 0].argmax(-1), fp32.logits[:, 0].argmax(-1))
+    assert psnr(bf16.outputs[:, 0], fp32.outputs[:, 0]) >= 35
 
 
 @needs_bf16
-def test_codeformer_in_bf16_keeps_the_logits_in_float32_and_most_codes():
+def test_codeformer_in_bf16_keeps_the_codes_and_40_db():
     model = with_realistic_code_margins(randomized_tiny_codeformer()).eval()
     x = clip(1)[:, 0]
 
@@ -74,9 +74,10 @@ def test_codeformer_in_bf16_keeps_the_logits_in_float32_and_most_codes():
         with torch.no_grad(), autocast_context(precision, 'cpu'):
             return model(x, w=0.5, adain=True)[:2]
 
-    (_, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
+    (fp32, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
     assert bf16_logits.dtype == torch.float32 and bf16.dtype == torch.bfloat16
-    assert (bf16_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean() >= 0.9
+    assert (bf16_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean() >= 0.999
+    assert psnr(bf16, fp32) >= 40
 
 
 def test_float32_region_is_the_plain_function_without_autocast_and_float32_under_it():

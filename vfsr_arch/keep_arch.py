@@ -94,10 +94,20 @@ class GMFlowEstimator(FrozenFlowEstimator):
     def __init__(self, weights_path=None, gmflow_kwargs: Mapping | None = None):
         super().__init__(GMFlow(**(gmflow_kwargs or {})), weights_path, ('model',), GMFLOW_RELEASES)
 
+    def _apply(self, fn, recurse=True):
+        """Keep GMFlow's convolution weights contiguous when the network goes channels_last
+        (``net.to(memory_format=torch.channels_last)``): its InstanceNorms run 4x slower on channels_last maps on the
+        CPU, which made GMFlow 1.3x slower (benchmarks/bench_keep.py); :meth:`forward` flips the two frames instead."""
+        super()._apply(fn, recurse)
+        for parameter in self.parameters():
+            parameter.data = parameter.data.contiguous()
+        return self
+
     @torch.no_grad()
     @float32_under_autocast  # see FrozenFlowEstimator
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        source, target = ((frame + 1) / 2 * 255 for frame in (source, target))  # GMFlow takes [0, 255]
+        # GMFlow takes [0, 255], contiguous (see _apply)
+        source, target = ((frame.contiguous() + 1) / 2 * 255 for frame in (source, target))
         return self.model(source, target, attn_splits_list=[2], corr_radius_list=[-1],
                           prop_radius_list=[-1])['flow_preds'][-1]
 
