@@ -1,4 +1,5 @@
-"""Does bf16 autocast change the answer? KEEP and CodeFormer at the official widths, bf16 against float32.
+"""Does bf16 autocast change the answer? KEEP and CodeFormer at the official widths, ``bf16`` (encoders in float32)
+and ``bf16-fast`` (encoders in bf16 too) against float32.
 
 Weights follow the reference-data rule (``tests/conftest.py: randomize_like_reference`` with realistic code margins:
 the code head scaled by 20, as in ``../shared/reference``), so that code choices are decided by the network rather
@@ -12,6 +13,7 @@ differences. Targets (issue 11): codes identical for at least 99.9% of positions
     python benchmarks/bench_bf16_agreement.py --size 128 --networks codeformer
 """
 import argparse
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -55,7 +57,7 @@ def prepare(net: torch.nn.Module, device: str) -> torch.nn.Module:
     return net.to(device, memory_format=torch.channels_last)
 
 
-def keep_agreement(size: int, frames: int, device: str) -> dict:
+def keep_agreement(size: int, frames: int, device: str, precision: str) -> dict:
     net = prepare(KEEP(img_size=size, latent_size=(size // 32) ** 2, **OFFICIAL_KEEP), device)
     x = smooth_clip(frames, size).to(device)
 
@@ -66,7 +68,7 @@ def keep_agreement(size: int, frames: int, device: str) -> dict:
         flows = torch.stack([m.flow_to_previous.float() for m in measurements[1:]], dim=1)
         return chunk, flows
 
-    (fp32, fp32_flows), (bf16, bf16_flows) = run('fp32'), run('bf16')
+    (fp32, fp32_flows), (bf16, bf16_flows) = run('fp32'), run(precision)
     codes_equal = (bf16.logits.argmax(-1) == fp32.logits.argmax(-1)).float().mean(-1)[0]  # per frame
     return {'codes identical': codes_equal.mean().item(),
             'PSNR vs fp32 (dB)': psnr(bf16.outputs, fp32.outputs),
@@ -77,7 +79,7 @@ def keep_agreement(size: int, frames: int, device: str) -> dict:
             'max Kalman gain difference': (bf16.gains.float() - fp32.gains).abs().max().item()}
 
 
-def codeformer_agreement(size: int, device: str) -> dict:
+def codeformer_agreement(size: int, device: str, precision: str) -> dict:
     net = CodeFormer(img_size=size, latent_size=(size // 32) ** 2, attn_resolutions=[size // 32],
                      connect_list=[str(size // 16), str(size // 8), str(size // 4), str(size // 2)])
     net = prepare(net, device)
@@ -87,7 +89,7 @@ def codeformer_agreement(size: int, device: str) -> dict:
         with torch.no_grad(), autocast_context(precision, device):
             return net(x, w=0.5, adain=True)[:2]
 
-    (fp32, fp32_logits), (bf16, bf16_logits) = run('fp32'), run('bf16')
+    (fp32, fp32_logits), (bf16, bf16_logits) = run('fp32'), run(precision)
     return {'codes identical': (bf16_logits.argmax(-1) == fp32_logits.argmax(-1)).float().mean().item(),
             'PSNR vs fp32 (dB)': psnr(bf16, fp32), 'raw output': psnr(bf16, fp32, clamp=False)}
 
@@ -99,15 +101,18 @@ def main():
     parser.add_argument('--networks', nargs='+', default=['keep', 'codeformer'], choices=['keep', 'codeformer'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--precisions', nargs='+', default=['bf16', 'bf16-fast'], choices=['bf16', 'bf16-fast'],
+                        help='bf16: encoders in float32 (the default policy); bf16-fast: encoders in bf16 too')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f'{machine_description(args.device)}; {args.size}x{args.size}, bf16 autocast vs fp32, channels_last')
-    for name in args.networks:
-        figures = (keep_agreement(args.size, args.frames, args.device) if name == 'keep'
-                   else codeformer_agreement(args.size, args.device))
-        print(f'{name:<10} ' + ', '.join(f'{key} {value:.4g}' if isinstance(value, float) else f'{key} {value}'
-                                         for key, value in figures.items()), flush=True)
+    print(f'{machine_description(args.device)}; {args.size}x{args.size}, autocast vs fp32, channels_last')
+    for name, precision in itertools.product(args.networks, args.precisions):
+        figures = (keep_agreement(args.size, args.frames, args.device, precision) if name == 'keep'
+                   else codeformer_agreement(args.size, args.device, precision))
+        print(f'{name:<10} {precision:<9} ' + ', '.join(
+            f'{key} {value:.4g}' if isinstance(value, float) else f'{key} {value}' for key, value in figures.items()),
+            flush=True)
 
 
 if __name__ == '__main__':

@@ -110,7 +110,7 @@ def main():
           '(torch.mm and a 3x3 channels_last convolution in the same dtype)')
     print(f'official fp32 reference: {OFFICIAL_FP32_2_THREADS_S:.2f} s (512x512, 2 threads)')
     print('cpu s/thread: process CPU time per thread, a load-independent estimate when the machine is shared')
-    print(f'{"device":6} {"dtype":5} {"layout":6} {"median s":>9} {"cpu s/thread":>12} {"peak MB":>8} '
+    print(f'{"device":6} {"dtype":9} {"layout":6} {"median s":>9} {"cpu s/thread":>12} {"peak MB":>8} '
           f'{"PSNR vs fp32":>13} {"codes = fp32":>12}  work / rate / fraction (limits GFLOP/s mm, conv)')
     for config in configs:
         row, stderr = run_fresh([__file__, '--single', config, '--size', str(args.size), '--runs', str(args.runs),
@@ -120,7 +120,7 @@ def main():
             sys.exit(f'{config} failed:\n{stderr}')
         psnr = f'{row["psnr_vs_fp32_db"]:.1f} dB' if 'psnr_vs_fp32_db' in row else ''
         codes = f'{100 * row["codes_equal"]:.1f} %' if 'codes_equal' in row else ''
-        print(f'{row["device"]:6} {row["dtype"]:5} {row["layout"]:6} {row["median_s"]:9.3f} '
+        print(f'{row["device"]:6} {row["dtype"]:9} {row["layout"]:6} {row["median_s"]:9.3f} '
               f'{row["cpu_s_per_thread"]:12.3f} {row["peak_mb"]:8.0f} {psnr:>13} {codes:>12}  {format_speed(row)} '
               f'({row["limits_gflop_per_s"]["matmul"]:.0f}, {row["limits_gflop_per_s"]["conv3x3"]:.0f})', flush=True)
 

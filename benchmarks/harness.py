@@ -72,7 +72,7 @@ def reset_peak_memory(device: str):
 # The hardware limit: what this machine does at best, measured in the same process as the network, and the work of
 # a forward. A figure as a fraction of the limit means the same on a loaded machine and an idle one (both slow down).
 # ------------------------------------------------------------------------------------------------------------------
-DTYPES = {'fp32': 'float32', 'bf16': 'bfloat16', 'fp16': 'float16'}
+DTYPES = {'fp32': 'float32', 'bf16': 'bfloat16', 'bf16-fast': 'bfloat16', 'fp16': 'float16'}  # precision: dtype
 CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16')
 
 

@@ -80,6 +80,21 @@ def test_codeformer_in_bf16_keeps_the_codes_and_40_db():
     assert psnr(bf16, fp32) >= 40
 
 
+@needs_bf16
+def test_bf16_fast_runs_the_encoders_in_bf16_and_only_inside_its_context():
+    model = randomized_tiny_codeformer().eval()
+    x = clip(1)[:, 0]
+    fast = autocast_context('bf16-fast', 'cpu')
+    with torch.no_grad():
+        for _ in range(2):  # reusable, like torch.autocast
+            with fast:
+                assert model(x, w=0.5, code_only=True)[1].dtype == torch.bfloat16
+            with autocast_context('bf16', 'cpu'):  # outside bf16-fast the encoder is float32 again
+                assert model(x, w=0.5, code_only=True)[1].dtype == torch.float32
+        with torch.autocast('cpu', dtype=torch.bfloat16):  # plain autocast: codes exact too
+            assert model(x, w=0.5, code_only=True)[1].dtype == torch.float32
+
+
 def test_float32_region_is_the_plain_function_without_autocast_and_float32_under_it():
     @float32_under_autocast
     def product(a, b, scale=1.0):

@@ -4,15 +4,18 @@ warning where the machine or the torch build cannot do it.
 
 * :func:`float32_under_autocast` marks a function whose result decides something discrete or geometric (the code
   logits whose argmax picks the codebook entries, the Kalman gain, KEEP's flow estimator): under autocast it runs
-  in float32 on float32 inputs; without autocast it is the plain function. What bf16 does to the answer is measured
-  by ``benchmarks/bench_bf16_agreement.py`` (docs/benchmarks.md).
-* :func:`autocast_context` is the autocast context for a precision name (``fp32``, ``bf16``, ``fp16``);
-  :func:`training_autocast` the one of a training step, from the option ``train.autocast``.
+  in float32 on float32 inputs; without autocast it is the plain function. :func:`float32_for_exact_codes` marks
+  the VQGAN encoders, whose latent picks the codes: float32 under ``bf16`` and ``fp16``, low precision under
+  ``bf16-fast``. What bf16 does to the answer is measured by ``benchmarks/bench_bf16_agreement.py``
+  (docs/benchmarks.md).
+* :func:`autocast_context` is the autocast context for a precision name (``fp32``, ``bf16``, ``bf16-fast``,
+  ``fp16``); :func:`training_autocast` the one of a training step, from the option ``train.autocast``.
 * :func:`compile_network` compiles a network's submodules with ``torch.compile`` (inductor), or leaves the network
   unchanged where it cannot compile.
 * :func:`keep_freed_memory` makes glibc's malloc reuse freed activation buffers instead of returning them to the
   operating system, so a CPU forward stops paying page faults for every large tensor it allocates.
 """
+import contextvars
 import ctypes
 import ctypes.util
 import functools
@@ -23,7 +26,9 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+AUTOCAST_DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'bf16-fast': torch.bfloat16, 'fp16': torch.float16}
+# True inside autocast_context('bf16-fast'): the encoders (float32_for_exact_codes) then run in bf16 too
+_ENCODERS_IN_LOW_PRECISION = contextvars.ContextVar('vfsr_encoders_in_low_precision', default=False)
 
 
 def _to_float32(value):
@@ -52,6 +57,36 @@ def float32_under_autocast(function: Callable) -> Callable:
     return wrapper
 
 
+def float32_for_exact_codes(function: Callable) -> Callable:
+    """Decorator for a function whose output picks the codes (the VQGAN encoders): like
+    :func:`float32_under_autocast` under ``bf16`` / ``fp16`` autocast (the codes stay those of float32), but left to
+    autocast under ``bf16-fast`` (faster; a small fraction of the codes may change)."""
+    in_float32 = float32_under_autocast(function)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return (function if _ENCODERS_IN_LOW_PRECISION.get() else in_float32)(*args, **kwargs)
+    return wrapper
+
+
+class _Autocast:
+    """``torch.autocast`` that also tells :func:`float32_for_exact_codes` whether the encoders may run in low
+    precision; reusable like ``torch.autocast`` (enter, exit, enter again)."""
+
+    def __init__(self, device: str, dtype: torch.dtype, encoders_in_low_precision: bool):
+        self.autocast = torch.autocast(device, dtype=dtype)
+        self.encoders_in_low_precision = encoders_in_low_precision
+        self.tokens = []
+
+    def __enter__(self):
+        self.tokens.append(_ENCODERS_IN_LOW_PRECISION.set(self.encoders_in_low_precision))
+        self.autocast.__enter__()
+
+    def __exit__(self, *exc_info):
+        self.autocast.__exit__(*exc_info)
+        _ENCODERS_IN_LOW_PRECISION.reset(self.tokens.pop())
+
+
 def precision_supported(precision: str, device: str) -> bool:
     """Whether ``device`` ('cpu', 'cuda') computes ``precision`` natively: bf16 needs AVX512-BF16 or AMX on a CPU
     (otherwise oneDNN emulates it, slower than float32), fp16 autocast is for GPUs."""
@@ -59,7 +94,7 @@ def precision_supported(precision: str, device: str) -> bool:
         return True
     if device == 'cuda':
         return torch.cuda.is_available() and (precision == 'fp16' or torch.cuda.is_bf16_supported())
-    if precision == 'bf16':
+    if AUTOCAST_DTYPES[precision] == torch.bfloat16:
         return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
                                                          or torch.cpu._is_amx_tile_supported())
     return False
@@ -67,7 +102,8 @@ def precision_supported(precision: str, device: str) -> bool:
 
 def autocast_context(precision: str, device: str) -> AbstractContextManager:
     """The autocast context for ``precision`` on ``device``; a one-line warning and no autocast (float32) where the
-    machine cannot compute that precision natively."""
+    machine cannot compute that precision natively. ``bf16`` keeps the codes of float32 (the encoders run in
+    float32); ``bf16-fast`` runs them in bf16 too."""
     if precision not in AUTOCAST_DTYPES:
         raise ValueError(f'precision must be one of {list(AUTOCAST_DTYPES)}, got {precision!r}')
     if AUTOCAST_DTYPES[precision] is None:
@@ -76,7 +112,7 @@ def autocast_context(precision: str, device: str) -> AbstractContextManager:
         warnings.warn(f'{precision} is not supported natively on this {device} (torch {torch.__version__}); '
                       f'running in fp32', stacklevel=2)
         return nullcontext()
-    return torch.autocast(device, dtype=AUTOCAST_DTYPES[precision])
+    return _Autocast(device, AUTOCAST_DTYPES[precision], encoders_in_low_precision=precision == 'bf16-fast')
 
 
 def training_autocast(precision: str | None, device: torch.device | str) -> AbstractContextManager:

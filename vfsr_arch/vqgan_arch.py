@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from vfsr_arch.acceleration import float32_under_autocast
+from vfsr_arch.acceleration import float32_for_exact_codes
 from vfsr_arch.checkpoint import load_network_weights
 
 CODEFORMER_RELEASES = 'https://github.com/sczhou/CodeFormer/releases'
@@ -226,9 +226,9 @@ class Encoder(nn.Module):
     ``forward(x, return_features_at={'32': 14, ...})`` also returns the outputs of the named blocks
     (``{'32': (b, C_32, H/16, W/16), ...}``), which CodeFormer and KEEP fuse into the generator.
 
-    It runs in float32 under autocast: its latent decides the codes (the nearest codebook entry, or the argmax of
-    CodeFormer's and KEEP's code logits), and bf16 convolutions moved the latent by ~1.5%, enough to flip 1.6% of
-    CodeFormer's codes at 512x512 (0% in float32; docs/benchmarks.md, "bf16 and the answer").
+    It runs in float32 under autocast (except ``bf16-fast``): its latent decides the codes (the nearest codebook
+    entry, or the argmax of CodeFormer's and KEEP's code logits), and bf16 convolutions moved the latent by ~1.5%,
+    enough to flip 1.6% of CodeFormer's codes at 512x512 (none in float32; docs/benchmarks.md).
     """
 
     def __init__(self, img_size: int, nf: int, ch_mult: Sequence[int], res_blocks: int,
@@ -238,7 +238,7 @@ class Encoder(nn.Module):
         layout = encoder_layout(img_size, nf, ch_mult, res_blocks, attn_resolutions, emb_dim, in_channels)
         self.blocks = nn.ModuleList(build_block(spec) for spec in layout)
 
-    @float32_under_autocast
+    @float32_for_exact_codes
     def forward(self, x: torch.Tensor, return_features_at: Mapping[str, int] | None = None):
         if x.shape[-2] % self.downsample_factor or x.shape[-1] % self.downsample_factor:
             raise ValueError(f'image height and width must be multiples of {self.downsample_factor}, '

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
+from vfsr_arch.acceleration import autocast_context
 from vfsr_arch.checkpoint import CheckpointError, load_network_weights, read_checkpoint
 
 REALESRGAN_RELEASES = ('https://github.com/xinntao/Real-ESRGAN/releases (RealESRGAN_x4plus.pth, '
@@ -59,7 +60,7 @@ class RealESRGANBackground:
                 y1, x1 = min(height, y + self.tile + self.pad), min(width, x + self.tile + self.pad)
                 tile = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).to(self.device)
                 tile = tile.permute(2, 0, 1)[None].float() / 255
-                with torch.autocast(self.device.type, torch.bfloat16, enabled=self.precision == 'bf16'):
+                with autocast_context(self.precision, self.device.type):
                     output = self.net(tile)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255
                 inner_y, inner_x = (y - y0) * scale, (x - x0) * scale
                 rows, cols = min(self.tile, height - y) * scale, min(self.tile, width - x) * scale

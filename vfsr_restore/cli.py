@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--keep-restart', action='store_true', help='KEEP: restart the Kalman recursion at every '
                        'chunk as the official script (default: carry it on, no seam every --max-length frames)')
     model.add_argument('--device', default='auto', help='cpu, cuda, cuda:N or mps (auto: cuda when available)')
-    model.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'fp16'],
-                       help='autocast precision of the network')
+    model.add_argument('--precision', default='fp32', choices=['fp32', 'bf16', 'bf16-fast', 'fp16'],
+                       help='autocast precision of the network: bf16 (CPU with AVX512-BF16/AMX, or GPU) keeps the '
+                       'codes of fp32; bf16-fast also runs the encoders in bf16 (faster, a few codes may change); '
+                       'fp16: GPU')
     faces = parser.add_argument_group('faces')
     faces.add_argument('--detector', default='mtcnn', choices=['mtcnn', 'retinaface'], help='face detector: mtcnn '
                        '(weights inside facenet-pytorch, no download) or retinaface (facexlib, '

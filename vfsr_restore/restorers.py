@@ -19,7 +19,6 @@ Networks are built from BasicSR option dicts (``network_g``) through ``ARCH_REGI
 training builds the same network; :data:`OFFICIAL_MODELS` has the released configurations. Weights are read with
 ``weights_only=True`` through :func:`vfsr_arch.checkpoint.load_network_weights`.
 """
-import contextlib
 from collections import defaultdict, deque
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 import vfsr_arch  # noqa: F401  (registers the networks)
 from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
-from vfsr_arch.acceleration import keep_freed_memory
+from vfsr_arch.acceleration import AUTOCAST_DTYPES, autocast_context, keep_freed_memory
 from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.keep_arch import KEEP_RELEASES
 from vfsr_arch.vqgan_arch import CODEFORMER_RELEASES
@@ -71,8 +70,8 @@ class FaceRestorer:
     def __init__(self, size: int = 512, device='cpu', precision: str = 'fp32'):
         self.crop_size = (size, size)
         self.device = torch.device(device)
-        if precision not in ('fp32', 'bf16', 'fp16'):
-            raise ValueError(f'--precision {precision!r}: choose fp32, bf16 or fp16')
+        if precision not in AUTOCAST_DTYPES:
+            raise ValueError(f'--precision {precision!r}: choose {", ".join(AUTOCAST_DTYPES)}')
         self.precision = precision
 
     def crop_matrix(self, landmarks: np.ndarray) -> np.ndarray:
@@ -92,10 +91,7 @@ class FaceRestorer:
         """Continue from :meth:`state_dict` (restored frames come out as if the run had never stopped)."""
 
     def autocast(self):
-        if self.precision == 'fp32':
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == 'bf16' else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast_context(self.precision, self.device.type)
 
 
 class IdentityRestorer(FaceRestorer):
