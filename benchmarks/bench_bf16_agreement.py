@@ -63,7 +63,7 @@ def keep_agreement(size: int, frames: int, device: str, precision: str) -> dict:
 
     def run(precision):
         with torch.no_grad(), autocast_context(precision, device):
-            measurements = [net.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(frames)]
+            measurements = [net.measure_frame(x[:, i], x[:, i - 1] if i else None)[0] for i in range(frames)]
             chunk = net.restore(measurements)
         flows = torch.stack([m.flow_to_previous.float() for m in measurements[1:]], dim=1)
         return chunk, flows

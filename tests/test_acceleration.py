@@ -51,7 +51,7 @@ def test_keep_in_bf16_keeps_encoders_flows_gains_and_logits_in_float32_and_every
 
     def run(precision):
         with torch.no_grad(), autocast_context(precision, 'cpu'):
-            measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])]
+            measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None)[0] for i in range(x.shape[1])]
             return model.restore(measurements), measurements
 
     (fp32, fp32_measurements), (bf16, bf16_measurements) = run('fp32'), run('bf16')
@@ -215,7 +215,7 @@ def codeformer_codes_and_output(net, x):
 
 
 def keep_codes_and_outputs(net, x):
-    chunk = net.restore([net.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])])
+    chunk = net.restore([net.measure_frame(x[:, i], x[:, i - 1] if i else None)[0] for i in range(x.shape[1])])
     return chunk.outputs, chunk.logits
 
 

@@ -63,7 +63,7 @@ def test_reference_tiny_config_reproduces_the_official_outputs_and_intermediates
     x, expected = reference['inputs']['x'], reference['outputs']
     with torch.no_grad():
         out = model(x, **config['forward_kwargs'])
-        measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None) for i in range(x.shape[1])]
+        measurements = [model.measure_frame(x[:, i], x[:, i - 1] if i else None)[0] for i in range(x.shape[1])]
         chunk = model.restore(measurements)
     flows = torch.stack([m.flow_to_previous for m in measurements[1:]], dim=1)
     lq_feat = torch.stack([m.latent for m in measurements], dim=1).flatten(0, 1)
@@ -120,6 +120,21 @@ def test_streaming_steps_equal_the_clip_forward_and_chunks_restart_the_anchor():
     assert torch.equal(torch.stack(from_iterator, dim=1), whole)
     assert torch.equal(second_chunk, whole[:, 2:4])  # the chunk's first frame is a new anchor
     assert not torch.allclose(unchunked[:, 2:4], whole[:, 2:4])  # ... which changes the result
+
+
+def test_each_frame_goes_through_the_flow_backbone_once_with_the_same_result(monkeypatch):
+    model = randomized_tiny().eval()
+    x = clip(5)
+    with torch.no_grad():
+        # every flow from its own pair of frames: no features handed on
+        expected = model.restore([model.measure_frame(x[:, i], x[:, i - 1] if i else None)[0] for i in range(5)])
+        backbone_calls = []
+        extract = model.flownet.model.extract_features
+        monkeypatch.setattr(model.flownet.model, 'extract_features',
+                            lambda *args, **kwargs: backbone_calls.append(1) or extract(*args, **kwargs))
+        streamed = list(model.restore_video(x, max_length=5))
+    assert len(backbone_calls) == 5
+    assert torch.equal(torch.stack(streamed, dim=1), expected.outputs)
 
 
 def test_stream_state_does_not_grow_with_the_video_length():

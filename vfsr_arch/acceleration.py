@@ -45,15 +45,16 @@ def to_float32(outputs):
 
 def float32_under_autocast(function: Callable) -> Callable:
     """Decorator: under autocast (on the device of the first tensor argument) run ``function`` with autocast off and
-    its floating-point tensor arguments in float32; otherwise call it unchanged (bit-identical float32 path)."""
+    its floating-point tensor arguments (also those in lists, tuples, dicts) in float32; otherwise call it unchanged
+    (bit-identical float32 path)."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        device_type = next((value.device.type for value in (*args, *kwargs.values())
-                            if isinstance(value, torch.Tensor)), 'cpu')
+        leaves = torch.utils._pytree.tree_leaves((args, kwargs))  # tensors also inside lists, tuples, dicts
+        device_type = next((leaf.device.type for leaf in leaves if isinstance(leaf, torch.Tensor)), 'cpu')
         if not torch.is_autocast_enabled(device_type):
             return function(*args, **kwargs)
         with torch.autocast(device_type, enabled=False):
-            return function(*map(_to_float32, args), **{key: _to_float32(value) for key, value in kwargs.items()})
+            return function(*to_float32(args), **to_float32(kwargs))
     return wrapper
 
 

@@ -90,11 +90,25 @@ class GMFlow(nn.Module):
         """
         settings = self._scale_settings(attn_splits_list, corr_radius_list, prop_radius_list)
         self._check_images(img0, img1, settings['attn_splits_list'])
-
         features = self.backbone(torch.cat((self._normalize(img0), self._normalize(img1))))
+        return self.flow_from_features([feature.chunk(2)[0] for feature in features],
+                                       [feature.chunk(2)[1] for feature in features], **settings,
+                                       pred_bidir_flow=pred_bidir_flow)
+
+    def extract_features(self, img, attn_splits_list):
+        """The backbone's features of one image batch (B, 3, H, W) in [0, 255], coarse to fine: what
+        :meth:`forward` computes for each image of the pair, so that a video computes them once per frame.
+        ``attn_splits_list`` as for :meth:`flow_from_features` (it decides the sizes the images must fit)."""
+        self._check_images(img, img, attn_splits_list)
+        return self.backbone(self._normalize(img))
+
+    def flow_from_features(self, features0, features1, attn_splits_list=None, corr_radius_list=None,
+                           prop_radius_list=None, pred_bidir_flow=False):
+        """:meth:`forward` from the :meth:`extract_features` of ``img0`` and ``img1``."""
+        settings = self._scale_settings(attn_splits_list, corr_radius_list, prop_radius_list)
         flow_preds = []
         flow = None
-        for scale, (source, target) in enumerate(feature.chunk(2) for feature in features):
+        for scale, (source, target) in enumerate(zip(features0, features1)):
             attn_splits = settings['attn_splits_list'][scale]
             corr_radius = settings['corr_radius_list'][scale]
             prop_radius = settings['prop_radius_list'][scale]

@@ -86,6 +86,19 @@ class FrozenFlowEstimator(nn.Module):
         """Always in eval mode (GMFlow's training mode only adds intermediate predictions)."""
         return super().train(False)
 
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Flow from ``source`` to ``target`` frames (b, 3, H, W) -> (b, 2, H, W)."""
+        return self.flow_between(self.frame_features(source), self.frame_features(target))
+
+    def frame_features(self, frame: torch.Tensor):
+        """What the estimator computes from one frame (b, 3, H, W) alone. A video computes it once per frame and
+        hands it to :meth:`flow_between` twice: as the source of its flow, then as the target of the next one."""
+        raise NotImplementedError
+
+    def flow_between(self, source_features, target_features) -> torch.Tensor:
+        """The flow (b, 2, H, W) between two frames given their :meth:`frame_features`."""
+        raise NotImplementedError
+
 
 class GMFlowEstimator(FrozenFlowEstimator):
     """The official ``FlowGenerator``: GMFlow (``model``) with one scale, 2x2 swin windows, global matching and
@@ -105,11 +118,16 @@ class GMFlowEstimator(FrozenFlowEstimator):
 
     @torch.no_grad()
     @float32_under_autocast  # see FrozenFlowEstimator
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def frame_features(self, frame: torch.Tensor) -> list[torch.Tensor]:
+        """GMFlow's backbone features (about a third of its work)."""
         # GMFlow takes [0, 255], contiguous (see _apply)
-        source, target = ((frame.contiguous() + 1) / 2 * 255 for frame in (source, target))
-        return self.model(source, target, attn_splits_list=[2], corr_radius_list=[-1],
-                          prop_radius_list=[-1])['flow_preds'][-1]
+        return self.model.extract_features((frame.contiguous() + 1) / 2 * 255, attn_splits_list=[2])
+
+    @torch.no_grad()
+    @float32_under_autocast  # see FrozenFlowEstimator
+    def flow_between(self, source_features: list[torch.Tensor], target_features: list[torch.Tensor]) -> torch.Tensor:
+        return self.model.flow_from_features(source_features, target_features, attn_splits_list=[2],
+                                             corr_radius_list=[-1], prop_radius_list=[-1])['flow_preds'][-1]
 
 
 class SpyNetEstimator(FrozenFlowEstimator):
@@ -118,13 +136,17 @@ class SpyNetEstimator(FrozenFlowEstimator):
     def __init__(self, weights_path=None):
         super().__init__(SpyNet(load_path=None), weights_path, ('params',), SPYNET_RELEASES)
 
+    def frame_features(self, frame: torch.Tensor) -> torch.Tensor:
+        """The frame itself (SpyNet's pyramid is built inside)."""
+        if min(frame.shape[-2:]) < 64:
+            raise ValueError(f'SpyNet needs frames of at least 64x64 (5 pooling levels), got '
+                             f'{tuple(frame.shape[-2:])}')
+        return frame
+
     @torch.no_grad()
     @float32_under_autocast  # see FrozenFlowEstimator
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if min(source.shape[-2:]) < 64:
-            raise ValueError(f'SpyNet needs frames of at least 64x64 (5 pooling levels), got '
-                             f'{tuple(source.shape[-2:])}')
-        return self.model((source + 1) / 2, (target + 1) / 2)  # SpyNet takes [0, 1]
+    def flow_between(self, source_features: torch.Tensor, target_features: torch.Tensor) -> torch.Tensor:
+        return self.model((source_features + 1) / 2, (target_features + 1) / 2)  # SpyNet takes [0, 1]
 
 
 FLOW_ESTIMATORS = {'gmflow': GMFlowEstimator, 'spynet': SpyNetEstimator}
@@ -178,6 +200,9 @@ class KEEPStreamState:
     need_upscale: bool
     measurements: list[FrameMeasurement] = field(default_factory=list)
     previous_frame: torch.Tensor | None = None
+    # the flow estimator's frame_features of previous_frame: each frame goes through them once; None (e.g. in a
+    # state saved without them): computed again from previous_frame, which gives the same numbers
+    previous_flow_features: object = None
     carry: bool = False
     previous_output: torch.Tensor | None = None
     cfa_memory: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -185,6 +210,8 @@ class KEEPStreamState:
     def nbytes(self) -> int:
         """Bytes of tensor memory held by the state."""
         tensors = [] if self.previous_frame is None else [self.previous_frame]
+        tensors += [leaf for leaf in torch.utils._pytree.tree_leaves(self.previous_flow_features)
+                    if isinstance(leaf, torch.Tensor)]
         tensors += list(self.cfa_memory.values()) + ([] if self.previous_output is None else [self.previous_output])
         for measurement in self.measurements:
             tensors += [measurement.latent, *measurement.skips.values()]
@@ -323,11 +350,12 @@ class KEEP(nn.Module, CodePrediction):
         img_size, img_size): the whole chunk (k = max_length) when this frame completes it, else nothing (k = 0);
         and the new state. Call :meth:`flush` after the last frame."""
         frame = self._prepare_frame(frame, state.need_upscale)
-        measurements = state.measurements + [self.measure_frame(frame, state.previous_frame)]
-        if len(measurements) < state.max_length:
-            empty = frame.new_zeros(frame.shape[0], 0, 3, self.img_size, self.img_size)
-            return empty, replace(state, measurements=measurements, previous_frame=frame)
-        return self._restore_chunk(replace(state, measurements=measurements, previous_frame=frame))
+        measurement, flow_features = self.measure_frame(frame, state.previous_frame, state.previous_flow_features)
+        state = replace(state, measurements=state.measurements + [measurement], previous_frame=frame,
+                        previous_flow_features=flow_features)
+        if len(state.measurements) < state.max_length:
+            return frame.new_zeros(frame.shape[0], 0, 3, self.img_size, self.img_size), state
+        return self._restore_chunk(state)
 
     def flush(self, state: KEEPStreamState) -> tuple[torch.Tensor, KEEPStreamState]:
         """Restore the frames of the last, incomplete chunk: (b, k, 3, img_size, img_size), k possibly 0."""
@@ -338,7 +366,8 @@ class KEEP(nn.Module, CodePrediction):
     def _restore_chunk(self, state: KEEPStreamState) -> tuple[torch.Tensor, KEEPStreamState]:
         """Restore the chunk of ``state``; the next state restarts (official) or carries the recursion on."""
         if not state.carry:
-            return self.restore(state.measurements).outputs, replace(state, measurements=[], previous_frame=None)
+            return self.restore(state.measurements).outputs, replace(state, measurements=[], previous_frame=None,
+                                                                     previous_flow_features=None)
         cfa_memory = dict(state.cfa_memory)
         outputs = self.restore(state.measurements, previous_output=state.previous_output,
                                cfa_memory=cfa_memory).outputs
@@ -369,12 +398,21 @@ class KEEP(nn.Module, CodePrediction):
         yield from self.flush(state)[0].unbind(1)
 
     # ------------------------------------------------------------------------------------------ the four stages
-    def measure_frame(self, frame: torch.Tensor, previous_frame: torch.Tensor | None) -> FrameMeasurement:
-        """Encode a frame (b, 3, img_size, img_size) and estimate its flow to ``previous_frame`` (None: anchor)."""
+    def measure_frame(self, frame: torch.Tensor, previous_frame: torch.Tensor | None,
+                      previous_flow_features=None) -> tuple[FrameMeasurement, object]:
+        """Encode a frame (b, 3, img_size, img_size) and estimate its flow to ``previous_frame`` (None: anchor).
+
+        Returns the measurement and the frame's flow features (``flownet.frame_features``), which the next frame's
+        call takes as ``previous_flow_features`` so that no frame goes through them twice; without them they are
+        computed from ``previous_frame``."""
         skip_blocks = {size: self.fuse_encoder_block[size] for size in self.cft_list}
         latent, skips = self.encoder(frame, return_features_at=skip_blocks)
-        flow = None if previous_frame is None else self.flownet(frame, previous_frame)
-        return FrameMeasurement(latent, {size: feat.detach() for size, feat in skips.items()}, flow)
+        flow_features, flow = self.flownet.frame_features(frame), None
+        if previous_frame is not None:
+            if previous_flow_features is None:
+                previous_flow_features = self.flownet.frame_features(previous_frame)
+            flow = self.flownet.flow_between(flow_features, previous_flow_features)
+        return FrameMeasurement(latent, {size: feat.detach() for size, feat in skips.items()}, flow), flow_features
 
     def restore(self, measurements: Sequence[FrameMeasurement], detach_16: bool = True,
                 previous_output: torch.Tensor | None = None,
@@ -434,8 +472,12 @@ class KEEP(nn.Module, CodePrediction):
         if x.shape[1] < 2:
             raise ValueError(f'KEEP trains on clips of at least 2 frames (the Kalman update needs a previous '
                              f'frame), got {x.shape[1]}')
-        frames = [self._prepare_frame(x[:, index], need_upscale) for index in range(x.shape[1])]
-        measurements = [self.measure_frame(frame, previous) for frame, previous in zip(frames, [None] + frames[:-1])]
+        measurements, previous, flow_features = [], None, None
+        for index in range(x.shape[1]):
+            frame = self._prepare_frame(x[:, index], need_upscale)
+            measurement, flow_features = self.measure_frame(frame, previous, flow_features)
+            measurements.append(measurement)
+            previous = frame
         result = self.restore(measurements, detach_16)
         if not early_feat:
             return result.outputs, result.temporal_features
