@@ -90,3 +90,13 @@ def python_log(workdir, *args, **env_vars) -> str:
     """:func:`run_python` that must succeed; its stdout and stderr (the training log) together."""
     result = run_python(workdir, *args, **env_vars)
     return result.stdout + result.stderr
+
+
+@pytest.fixture
+def broken_compiler():
+    """Inductor pointed at a C++ compiler that does not exist, as on a machine without one."""
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+    torch._dynamo.reset()  # forget a probe compiled by an earlier test
+    with inductor_config.patch({'cpp.cxx': ('/nonexistent/c++',)}):
+        yield

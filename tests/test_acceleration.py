@@ -133,10 +133,7 @@ def test_unknown_or_unsupported_precision():
         assert not torch.is_autocast_enabled('cpu')
 
 
-def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(monkeypatch):
-    import torch._inductor.config as inductor_config
-    monkeypatch.setattr(inductor_config.cpp, 'cxx', ('/nonexistent/c++',))
-    torch._dynamo.reset()  # forget a probe compiled by an earlier test
+def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(broken_compiler):
     model = randomized_tiny_codeformer().eval()
     x = clip(1)[:, 0]
     with torch.no_grad():
@@ -200,6 +197,23 @@ def test_vidface_step_in_bf16_gives_finite_losses_close_to_fp32(tmp_path):
         losses[autocast] = {name: float(value) for name, value in model.log_dict.items()}
     assert all(math.isfinite(value) for value in losses['bf16'].values()), losses
     assert losses['bf16']['l_pix'] == pytest.approx(losses['fp32']['l_pix'], rel=0.02)
+
+
+def test_train_compile_without_a_working_compiler_warns_once_and_trains_eagerly(tmp_path, broken_compiler):
+    opt = yaml.safe_load((REPO_ROOT / 'tests' / 'options' / 'keep_tiny_stage2.yml').read_text())
+    opt['network_g'].update(vqgan_path=None, flownet_path=None)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1)
+    opt['path'].update(log=str(tmp_path), experiments_root=str(tmp_path))
+    opt['train']['compile'] = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        model = build_model(opt)
+    messages = [str(w.message) for w in caught if 'torch.compile' in str(w.message)]
+    assert len(messages) == 1 and 'running eagerly' in messages[0]
+    assert all(module._compiled_call_impl is None for module in model.net_g.modules())
+    model.feed_data({'lq': torch.rand(1, 3, 3, 8, 8) * 2 - 1, 'gt': torch.rand(1, 3, 3, 32, 32) * 2 - 1})
+    model.optimize_parameters(1)
+    assert all(math.isfinite(float(value)) for value in model.log_dict.values())
 
 
 def test_training_autocast_takes_bf16_or_fp32_only():

@@ -2,6 +2,7 @@
 loaded through the real weights path (wrappers, strict, weights_only); KEEP's carried state; bad weights files."""
 import json
 import pickle
+import warnings
 
 import av
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from conftest import randomize_like_reference
 
 from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_arch import acceleration
 from vfsr_arch.checkpoint import read_checkpoint
 from vfsr_restore.cli import main
 from vfsr_restore.restorers import ARCH_REGISTRY, KEEPRestorer
@@ -63,6 +65,22 @@ def test_networks_from_option_files_restore_a_video(tmp_path, video, model, netw
     report = json.loads((tmp_path / 'out.mp4.json').read_text())
     assert frame_count(output) == report['frames_out'] == 8 and report['faces_restored'] == 8
     assert report['stage_seconds']['restore'] > 0
+
+
+def test_compile_and_bf16_where_they_cannot_run_warn_once_each_and_restore(tmp_path, video, broken_compiler,
+                                                                            monkeypatch):
+    monkeypatch.setattr(acceleration, 'precision_supported', lambda precision, device: precision == 'fp32')
+    option_file, weights, _ = network_files(tmp_path, TINY_CODEFORMER)
+    output = tmp_path / 'out.mp4'
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('default')  # each warning once per place, as a user sees them
+        assert main([str(video), '-o', str(output), '--model', 'codeformer', '--opt', str(option_file), '--weights',
+                     str(weights), '--compile', '--precision', 'bf16', *FAST]) == 0
+    messages = [str(warning.message) for warning in caught]
+    assert sum('torch.compile cannot compile here' in message for message in messages) == 1
+    assert sum('bf16 is not supported natively' in message for message in messages) == 1
+    assert all('\n' not in message for message in messages)
+    assert frame_count(output) == 8
 
 
 def test_keep_carried_state_equals_one_clip_level_run(tmp_path):

@@ -9,7 +9,8 @@ BasicSR ``SRModel``) shares :func:`evaluate_generator` with it.
 Options it reads (besides BasicSR's usual ones):
 * ``path.pretrain_network_g`` / ``param_key_g`` / ``strict_load_g``, ``path.pretrain_network_d`` / ``param_key_d`` /
   ``strict_load_d``;
-* ``train.ema_decay`` (0 disables EMA), ``train.optim_g`` / ``train.optim_d``;
+* ``train.ema_decay`` (0 disables EMA), ``train.optim_g`` / ``train.optim_d``, ``train.autocast`` (``bf16``),
+  ``train.compile``;
 * ``train.net_g_start_iter`` / ``net_d_iters`` / ``net_d_start_iter`` for the adversarial schedule;
 * ``val.metrics`` (e.g. ``calculate_psnr`` with ``test_y_channel`` true and false), ``val.save_img``.
 """
@@ -24,6 +25,7 @@ from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 
+from vfsr_arch.acceleration import compile_network
 from vfsr_eval.clip_scoring import average_over_clips, score_clip
 from vfsr_eval.metrics_file import write_metrics_file
 
@@ -82,6 +84,9 @@ class GeneratorTrainingModel(BaseModel):
         self.define_losses(train_opt)
         self.setup_optimizers()
         self.setup_schedulers()
+        # train.compile: torch.compile the generator's submodules (after the eager EMA copy; warns and stays eager
+        # where it cannot compile)
+        compile_network(self.get_bare_model(self.net_g), train_opt.get('compile', False))
 
     def define_losses(self, train_opt):
         """Build the stage's criteria (``self.cri_*``) from ``train_opt``."""

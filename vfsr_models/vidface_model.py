@@ -9,7 +9,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from vfsr_arch.acceleration import to_float32, training_autocast
+from vfsr_arch.acceleration import compile_network, to_float32, training_autocast
 from vfsr_data.matlab_resize import matlab_resize
 from vfsr_eval.clip_scoring import average_over_clips, score_clip
 from vfsr_eval.metrics_file import write_metrics_file
@@ -36,7 +36,8 @@ class VidFaceModel(SRModel):
     again; ``landmark_opt`` (:class:`~vfsr_models.landmark_loss.LandmarkSmoothL1Loss`) over the iterations'
     predictions where the flags are 1. ``train.grad_clip_norm`` (official 0.05) clips the gradient norm before each
     step; optimizer (AdamW + Lookahead), scheduler and ``ema_decay`` come from BasicSR's options. ``train.autocast:
-    bf16`` runs the forward under bf16 autocast (the losses stay in float32).
+    bf16`` runs the forward under bf16 autocast (the losses stay in float32); ``train.compile: true`` compiles the
+    network's submodules (``vfsr_arch.acceleration.compile_network``).
 
     Validation: PSNR/SSIM of the reference snapshot (``reference_index``, default 3 = ``im4``) in RGB and on Y, as
     configured under ``val.metrics`` (e.g. ``psnr_rgb``/``psnr_y`` with ``test_y_channel``; any frame metric of
@@ -55,6 +56,7 @@ class VidFaceModel(SRModel):
         self.cri_landmark = build_loss(landmark_opt).to(self.device) if landmark_opt else None
         self.grad_clip_norm = train_opt.get('grad_clip_norm')
         super().init_training_settings()
+        compile_network(self.get_bare_model(self.net_g), train_opt.get('compile', False))  # as GeneratorTrainingModel
 
     def feed_data(self, data: dict):
         self.lq = data['lq'].to(self.device)

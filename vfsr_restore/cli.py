@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help='autocast precision of the network: bf16 (CPU with AVX512-BF16/AMX, or GPU) keeps the '
                        'codes of fp32; bf16-fast also runs the encoders in bf16 (faster, a few codes may change); '
                        'fp16: GPU')
+    model.add_argument('--compile', action='store_true', help='torch.compile the network (minutes to compile; '
+                       'where it cannot, a one-line warning and the plain network)')
     faces = parser.add_argument_group('faces')
     faces.add_argument('--detector', default='mtcnn', choices=['mtcnn', 'retinaface'], help='face detector: mtcnn '
                        '(weights inside facenet-pytorch, no download) or retinaface (facexlib, '
@@ -239,7 +241,7 @@ def _settings(args, parser) -> RestoreSettings:
     network_opt = read_network_opt(args.opt)
     extra = {'network_g': network_opt, 'weights': args.weights, 'weights_dir': args.weights_dir,
              'random_weights': args.random_weights, 'fidelity': args.fidelity, 'max_length': args.max_length,
-             'keep_restart': args.keep_restart, 'precision': args.precision,
+             'keep_restart': args.keep_restart, 'precision': args.precision, 'compile': args.compile,
              'background_weights': args.background_weights, 'background_tile': args.background_tile,
              'mask': args.mask, 'mask_weights': args.mask_weights, 'mask_ema': args.mask_ema}
     return RestoreSettings(
@@ -264,7 +266,8 @@ def _networks(args, settings: RestoreSettings):
                                    min_score=settings.min_score)
     extra = settings.fingerprint_extra
     restorer = build_restorer(args.model, extra['network_g'], args.weights, args.weights_dir, device,
-                              args.precision, args.fidelity, args.max_length, args.keep_restart, args.random_weights)
+                              args.precision, args.fidelity, args.max_length, args.keep_restart, args.random_weights,
+                              args.compile)
     upsampler = None
     if args.background_weights:
         from vfsr_restore.background import RealESRGANBackground

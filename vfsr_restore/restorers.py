@@ -31,7 +31,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 import vfsr_arch  # noqa: F401  (registers the networks)
 from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
-from vfsr_arch.acceleration import AUTOCAST_DTYPES, autocast_context, keep_freed_memory
+from vfsr_arch.acceleration import AUTOCAST_DTYPES, autocast_context, compile_network, keep_freed_memory
 from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.keep_arch import KEEP_RELEASES
 from vfsr_arch.vqgan_arch import CODEFORMER_RELEASES
@@ -286,10 +286,10 @@ def build_network(network_opt: dict, weights: str | Path | None, published_at: s
 def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights: str | Path | None = None,
                    weights_dir: str | Path = 'weights', device='cpu', precision: str = 'fp32',
                    fidelity: float = 0.5, max_length: int = 20, keep_restart: bool = False,
-                   random_weights: bool = False) -> FaceRestorer:
+                   random_weights: bool = False, compile: bool = False) -> FaceRestorer:
     """The restorer for ``model`` (``keep``, ``keep-asian``, ``codeformer``, ``vidface``, ``identity``), its network
     from ``network_opt`` (default: the official configuration) with ``weights`` (default: the official file under
-    ``weights_dir``). ``random_weights`` skips loading (tests)."""
+    ``weights_dir``). ``random_weights`` skips loading (tests); ``compile`` compiles the network's submodules."""
     device = torch.device(device)
     if model == 'identity':
         return IdentityRestorer(device=device, precision=precision)
@@ -301,7 +301,7 @@ def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights
         weights = None
     elif weights is None:
         weights = Path(weights_dir) / official_file
-    net = build_network(network_opt, weights, published_at, device)
+    net = compile_network(build_network(network_opt, weights, published_at, device), compile)
     kwargs = {'device': device, 'precision': precision}
     network_type = network_opt['type']
     if network_type == 'KEEP':
