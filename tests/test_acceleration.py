@@ -155,13 +155,13 @@ def test_compile_disabled_returns_the_network_untouched():
 
 
 # ------------------------------------------------------------------------------------------------ training steps
-def keep_stage2_model(tmp_path, autocast):
+def keep_stage2_model(tmp_path, autocast='fp32', compile=False):
     """KEEPModel (stage 2) from the tiny option file, in this process, with random instead of stage-1 weights."""
     opt = yaml.safe_load((REPO_ROOT / 'tests' / 'options' / 'keep_tiny_stage2.yml').read_text())
     opt['network_g'].update(vqgan_path=None, flownet_path=None)
     opt.update(is_train=True, dist=False, rank=0, world_size=1)
     opt['path'].update(log=str(tmp_path), experiments_root=str(tmp_path))
-    opt['train']['autocast'] = autocast
+    opt['train'].update(autocast=autocast, compile=compile)
     torch.manual_seed(0)
     return build_model(opt)
 
@@ -200,14 +200,9 @@ def test_vidface_step_in_bf16_gives_finite_losses_close_to_fp32(tmp_path):
 
 
 def test_train_compile_without_a_working_compiler_warns_once_and_trains_eagerly(tmp_path, broken_compiler):
-    opt = yaml.safe_load((REPO_ROOT / 'tests' / 'options' / 'keep_tiny_stage2.yml').read_text())
-    opt['network_g'].update(vqgan_path=None, flownet_path=None)
-    opt.update(is_train=True, dist=False, rank=0, world_size=1)
-    opt['path'].update(log=str(tmp_path), experiments_root=str(tmp_path))
-    opt['train']['compile'] = True
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        model = build_model(opt)
+        model = keep_stage2_model(tmp_path, compile=True)
     messages = [str(w.message) for w in caught if 'torch.compile' in str(w.message)]
     assert len(messages) == 1 and 'running eagerly' in messages[0]
     assert all(module._compiled_call_impl is None for module in model.net_g.modules())
