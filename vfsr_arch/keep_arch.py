@@ -110,7 +110,8 @@ class GMFlowEstimator(FrozenFlowEstimator):
     def _apply(self, fn, recurse=True):
         """Keep GMFlow's convolution weights contiguous when the network goes channels_last
         (``net.to(memory_format=torch.channels_last)``): its InstanceNorms run 4x slower on channels_last maps on the
-        CPU, which made GMFlow 1.3x slower (benchmarks/bench_keep.py); :meth:`forward` flips the two frames instead."""
+        CPU, which made GMFlow 1.3x slower (docs/benchmarks.md); :meth:`frame_features` makes each frame contiguous
+        instead."""
         super()._apply(fn, recurse)
         for parameter in self.parameters():
             parameter.data = parameter.data.contiguous()
