@@ -133,12 +133,16 @@ def test_unknown_or_unsupported_precision():
         assert not torch.is_autocast_enabled('cpu')
 
 
-def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(broken_compiler):
+# after_an_earlier_compile: compile_network turns dynamo's suppress_errors on for the process, which must not hide a
+# broken compiler from the next call's probe
+@pytest.mark.parametrize('after_an_earlier_compile', [False, True])
+def test_compile_without_a_working_compiler_warns_once_and_runs_eagerly(broken_compiler, after_an_earlier_compile):
     model = randomized_tiny_codeformer().eval()
     x = clip(1)[:, 0]
     with torch.no_grad():
         expected = model(x, w=0.5)[0]
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, \
+            torch._dynamo.config.patch(suppress_errors=after_an_earlier_compile):
         warnings.simplefilter('always')
         compiled = compile_network(model)
     messages = [str(w.message) for w in caught if 'torch.compile' in str(w.message)]

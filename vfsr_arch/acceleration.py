@@ -156,9 +156,12 @@ def keep_freed_memory() -> bool:
 def compiler_available() -> str | None:
     """None if ``torch.compile`` (inductor) builds and runs a kernel on this machine, else why not (one line). It
     compiles a one-line function (seconds on an idle machine, up to minutes on a loaded 2-core one)."""
+    import torch._dynamo
     try:
-        probe = torch.compile(lambda x: torch.sigmoid(x) * 2, backend='inductor')
-        probe(torch.ones(8))
+        # errors must surface here even after compile_network switched dynamo's suppress_errors on
+        with torch._dynamo.config.patch(suppress_errors=False):
+            probe = torch.compile(lambda x: torch.sigmoid(x) * 2, backend='inductor')
+            probe(torch.ones(8))
         return None
     except Exception as error:  # a missing C++ compiler, an unsupported platform or build: all mean "run eagerly"
         return f'{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ""}'[:300]
