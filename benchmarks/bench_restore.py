@@ -50,7 +50,7 @@ def main():
     parser.add_argument('--face-width', type=float, default=180, help='face width in pixels')
     parser.add_argument('--upscale', type=int, default=1, help='--upscale of the restore runs')
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
-    parser.add_argument('--precision', default='fp32', help='fp32, bf16 or fp16')
+    parser.add_argument('--precision', default='fp32', help='fp32, bf16, bf16-fast or fp16')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (OMP_NUM_THREADS)')
     args = parser.parse_args()
     width, height = (int(value) for value in args.size.split('x'))
