@@ -72,7 +72,6 @@ def reset_peak_memory(device: str):
 # The hardware limit: what this machine does at best, measured in the same process as the network, and the work of
 # a forward. A figure as a fraction of the limit means the same on a loaded machine and an idle one (both slow down).
 # ------------------------------------------------------------------------------------------------------------------
-DTYPES = {'fp32': 'float32', 'bf16': 'bfloat16', 'bf16-fast': 'bfloat16', 'fp16': 'float16'}  # precision: dtype
 CPU_FLAGS_OF_INTEREST = ('avx2', 'avx512f', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16')
 
 
@@ -114,13 +113,16 @@ def _best_rate(run: Callable[[], object], flop: float, device: str, repeats: int
 
 
 def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
-    """The limits for ``dtype`` ('fp32', 'bf16', 'fp16') on ``device``, in GFLOP/s: ``matmul`` (``torch.mm`` of
-    square matrices, 4096 on CUDA and for the low precisions on CPU, 2048 for fp32 on CPU to keep it short) and
+    """The limits for ``dtype`` (a precision name: 'fp32', 'bf16', 'bf16-fast', 'fp16') on ``device``, in GFLOP/s:
+    ``matmul`` (``torch.mm`` of square matrices, 4096 on CUDA and for the low precisions on CPU, 2048 for fp32 on CPU
+    to keep it short) and
     ``conv3x3`` (a 256 -> 256 channel 3x3 convolution on a 64x64 channels_last map, batch 2: KEEP's typical layer);
     ``matmul_cpu``, ``conv3x3_cpu``: the same by process CPU time per thread."""
     import torch
     import torch.nn.functional as F
-    torch_dtype = getattr(torch, DTYPES[dtype])
+
+    from vfsr_arch.acceleration import AUTOCAST_DTYPES
+    torch_dtype = AUTOCAST_DTYPES[dtype] or torch.float32  # the precision's autocast dtype (None: fp32)
     size = 2048 if device == 'cpu' and dtype == 'fp32' else 4096
     a, b = (torch.randn(size, size, device=device, dtype=torch_dtype) for _ in range(2))
     x = torch.randn(2, 256, 64, 64, device=device, dtype=torch_dtype).contiguous(memory_format=torch.channels_last)
