@@ -67,18 +67,19 @@ def test_networks_from_option_files_restore_a_video(tmp_path, video, model, netw
     assert report['stage_seconds']['restore'] > 0
 
 
+@pytest.mark.parametrize('precision', ['bf16', 'bf16-fast'])
 def test_compile_and_bf16_where_they_cannot_run_warn_once_each_and_restore(tmp_path, video, broken_compiler,
-                                                                            monkeypatch):
+                                                                            monkeypatch, precision):
     monkeypatch.setattr(acceleration, 'precision_supported', lambda precision, device: precision == 'fp32')
     option_file, weights, _ = network_files(tmp_path, TINY_CODEFORMER)
     output = tmp_path / 'out.mp4'
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('default')  # each warning once per place, as a user sees them
         assert main([str(video), '-o', str(output), '--model', 'codeformer', '--opt', str(option_file), '--weights',
-                     str(weights), '--compile', '--precision', 'bf16', *FAST]) == 0
+                     str(weights), '--compile', '--precision', precision, *FAST]) == 0
     messages = [str(warning.message) for warning in caught]
     assert sum('torch.compile cannot compile here' in message for message in messages) == 1
-    assert sum('bf16 is not supported natively' in message for message in messages) == 1
+    assert sum(f'{precision} is not supported natively' in message for message in messages) == 1
     assert all('\n' not in message for message in messages)
     assert frame_count(output) == 8
 
