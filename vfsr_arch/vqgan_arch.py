@@ -152,11 +152,11 @@ class ResBlock(nn.Module):
             self.conv_out = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # In-place activations and residual on fresh tensors: on CPU, allocating a new large tensor costs about as
-        # much as the element-wise op itself. Autograd needs neither overwritten tensor.
+        # In-place activations on fresh tensors (autograd needs neither overwritten tensor). The residual sum goes to
+        # a new tensor: PyTorch's in-place bf16 add on the CPU takes twice as long (benchmarks in docs/benchmarks.md).
         h = self.conv1(F.silu(self.norm1(x), inplace=True))
         h = self.conv2(F.silu(self.norm2(h), inplace=True))
-        return h.add_(self.conv_out(x) if hasattr(self, 'conv_out') else x)
+        return h + (self.conv_out(x) if hasattr(self, 'conv_out') else x)
 
 
 class AttnBlock(nn.Module):
