@@ -101,8 +101,10 @@ def main():
     parser.add_argument('--networks', nargs='+', default=['keep', 'codeformer'], choices=['keep', 'codeformer'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--precisions', nargs='+', default=['bf16', 'bf16-fast'], choices=['bf16', 'bf16-fast'],
-                        help='bf16: encoders in float32 (the default policy); bf16-fast: encoders in bf16 too')
+    parser.add_argument('--precisions', nargs='+', default=['bf16', 'bf16-fast'],
+                        choices=['bf16', 'bf16-fast', 'fp16'],
+                        help='bf16: encoders in float32 (the default policy); bf16-fast: encoders in bf16 too; fp16 '
+                             '(GPUs): as bf16 in float16')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -114,7 +114,7 @@ def main():
     parser.add_argument('--sizes', type=int, nargs='+', default=[128, 256, 512])
     parser.add_argument('--frames', type=int, default=2, help='T; every mode also runs 4T frames')
     parser.add_argument('--modes', nargs='+', default=['clip', 'stream'], choices=['clip', 'stream'])
-    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16', 'bf16-fast'])
+    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16', 'bf16-fast', 'fp16'])
     parser.add_argument('--layouts', nargs='+', default=['nchw'], choices=['nchw', 'cl'],
                         help='weight memory format: nchw (default) or cl (channels_last)')
     parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')

@@ -25,6 +25,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.harness import machine_description  # noqa: E402
 from datasets_prep.make_face_video import FacePath, VideoSpec, write_video  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def main():
             rows.append((frames, report['processing_fps'], report['seconds'], stages,
                          1 - stages['restore'] / report['seconds'], report['peak_memory']))
     print(f'vfsr-restore --model {args.model} on {width}x{height}, {args.device} {args.precision}, '
-          f'{args.threads} threads')
+          f'{args.threads} threads; {machine_description(args.device)}')
     print('| frames | fps | seconds | ' + ' | '.join(rows[0][3]) + ' | pipeline share | peak memory |')
     print('|' + '---|' * (6 + len(rows[0][3])))
     for frames, fps, seconds, stages, share, memory in rows:

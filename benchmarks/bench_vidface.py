@@ -14,8 +14,9 @@ Networks and inputs (7 snapshots of 16x12, as in TUFs-145K):
 * ``edvr_x8``: the same EDVR fed the snapshots bilinearly upsampled 2x (32x24), so it returns a 128x96 centre frame;
   the upsampling is included in the timing.
 
-Precisions: ``fp32`` and ``bf16`` (``torch.autocast``, CPU or CUDA). For VidFace bf16 the script also reports the
-PSNR of the bf16 output against the fp32 output of the same network and input (images mapped from [-1, 1] to [0, 1]).
+Precisions: ``fp32``, ``bf16`` (``torch.autocast``, CPU or CUDA) and ``fp16`` (CUDA). For VidFace in bf16 or fp16 the
+script also reports the PSNR of the output against the fp32 output of the same network and input (images mapped from
+[-1, 1] to [0, 1]).
 EDVR has no bf16 run on CPU: torchvision's ``deform_conv2d`` has no bf16 CPU kernel.
 
 The warm-up counts the work (FlopCounterMode, CPU attention included); the machine's limits for the precision
@@ -152,7 +153,7 @@ def run_case(case: dict) -> dict:
                   **speed_report(against['work']['total'], statistics.median(times), against['limits'],
                                  statistics.median(cpu_times) / case['threads']))
 
-    if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] == 'bf16':
+    if case['net'] == 'vidface' and case['mode'] == 'forward' and case['precision'] != 'fp32':
         with torch.no_grad():
             reference = net(x)[0].float()
             with autocast:
@@ -188,7 +189,7 @@ def main():
     parser.add_argument('--runs', type=int, default=5, help='timed forward runs after one warm-up (default 5)')
     parser.add_argument('--train-runs', type=int, default=3, help='timed training steps after one warm-up')
     parser.add_argument('--batches', type=int, nargs='+', default=[1, 16])
-    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16'])
+    parser.add_argument('--precisions', nargs='+', default=['fp32', 'bf16'], choices=['fp32', 'bf16', 'fp16'])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--compile', action='store_true', help='torch.compile (inductor) the submodules first')
