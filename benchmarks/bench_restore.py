@@ -35,7 +35,9 @@ def measure(source: Path, output: Path, args) -> dict:
                '--overwrite']
     if args.model != 'identity':
         command.append('--random-weights')
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS=str(args.threads))
+    # the repository first, then what the caller's PYTHONPATH already holds (benchmarks/gpu_checks.sh's packages)
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get('PYTHONPATH')]))
+    env = dict(os.environ, PYTHONPATH=python_path, OMP_NUM_THREADS=str(args.threads))
     completed = subprocess.run([sys.executable, *command], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     report_path = output.with_name(output.name + '.json')
     if completed.returncode or not report_path.is_file():
