@@ -227,7 +227,7 @@ def attention_with_value_residual(q: torch.Tensor, k: torch.Tensor, v: torch.Ten
         # CPU SDPA has no fused kernel for values wider than q/k; its fallback computes bf16 in fp32, about 5x
         # slower under autocast than these two matmuls
         weights = torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1)
-        return (weights @ v).add_(v)
+        return weights @ v + v  # a new tensor: in-place bf16 addition is slower on the CPU
     return F.scaled_dot_product_attention(q, k, v, scale=scale) + v
 
 
