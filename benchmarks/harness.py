@@ -113,7 +113,8 @@ def _best_rate(run: Callable[[], object], flop: float, device: str, repeats: int
 
 
 def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
-    """The limits for ``dtype`` (a precision name: 'fp32', 'bf16', 'bf16-fast', 'fp16') on ``device``, in GFLOP/s:
+    """The limits for ``dtype`` (a precision name: 'fp32', 'bf16', 'bf16-fast', 'fp16'; float32's where ``device``
+    cannot compute it natively and the networks run float32) on ``device``, in GFLOP/s:
     ``matmul`` (``torch.mm`` of square matrices, 4096 on CUDA and for the low precisions on CPU, 2048 for fp32 on CPU
     to keep it short) and
     ``conv3x3`` (a 256 -> 256 channel 3x3 convolution on a 64x64 channels_last map, batch 2: KEEP's typical layer);
@@ -121,8 +122,9 @@ def rooflines(device: str, dtype: str, repeats: int = 5) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    from vfsr_arch.acceleration import AUTOCAST_DTYPES
-    torch_dtype = AUTOCAST_DTYPES[dtype] or torch.float32  # the precision's autocast dtype (None: fp32)
+    from vfsr_arch.acceleration import AUTOCAST_DTYPES, precision_supported
+    # the precision's autocast dtype; float32 where it has none, or where autocast_context falls back to float32
+    torch_dtype = (AUTOCAST_DTYPES[dtype] if precision_supported(dtype, device) else None) or torch.float32
     size = 2048 if device == 'cpu' and dtype == 'fp32' else 4096
     a, b = (torch.randn(size, size, device=device, dtype=torch_dtype) for _ in range(2))
     x = torch.randn(2, 256, 64, 64, device=device, dtype=torch_dtype).contiguous(memory_format=torch.channels_last)
