@@ -32,13 +32,13 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, output to $OUT/
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/summary.txt"
 python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)' | tee -a "$OUT/summary.txt"
-step tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step tests 100 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step codeformer 60 python3 benchmarks/bench_codeformer.py --runs 20 \
     --configs cuda:fp32:cl cuda:bf16:cl cuda:bf16-fast:cl cuda:fp16:cl cuda:bf16:nchw
-step keep 100 python3 benchmarks/bench_keep.py --device cuda --sizes 512 --frames 8 --modes stream --layouts cl \
+step keep 130 python3 benchmarks/bench_keep.py --device cuda --sizes 512 --frames 8 --modes stream --layouts cl \
     --dtypes fp32 bf16 fp16
 step vidface 60 python3 benchmarks/bench_vidface.py --device cuda --batches 16 --precisions fp32 bf16 --skip-train
 step agreement 45 python3 benchmarks/bench_bf16_agreement.py --device cuda --precisions bf16 bf16-fast fp16
-step restore 100 python3 benchmarks/bench_restore.py --device cuda --precision bf16 --size 1920x1080 --frames 30 \
+step restore 90 python3 benchmarks/bench_restore.py --device cuda --precision bf16 --size 1920x1080 --frames 30 \
     --face-width 400
 step codeformer_compiled 90 python3 benchmarks/bench_codeformer.py --runs 20 --compile --configs cuda:bf16:cl
