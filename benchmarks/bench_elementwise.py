@@ -11,22 +11,17 @@ the benchmarks do; CUDA's caching allocator always does), so this script turns i
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import machine_description  # noqa: E402
+from benchmarks.harness import machine_description, timed_runs  # noqa: E402
 
 
 def median_ms(operation, runs: int) -> float:
-    operation()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        operation()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    """Median wall milliseconds of ``operation()`` after one warm-up call."""
+    _, wall_seconds, _ = timed_runs(lambda index: operation(), runs)
+    return statistics.median(wall_seconds) * 1e3
 
 
 def timings(a, b, runs: int) -> tuple[float, float, float, float]:
