@@ -74,3 +74,16 @@ def test_tracker_keeps_ids_through_gaps_and_selection_keeps_its_face():
     assert list(selection.select(faces, {1, 2}, 200, 100)) == [2]  # no switching while track 2 lives
     with pytest.raises(ValueError, match='--faces'):
         FaceSelection('everyone')
+
+
+@pytest.mark.parametrize('missed', [4, 5])
+def test_a_gap_of_max_gap_missed_frames_keeps_the_track_and_its_face(missed):
+    """The tracker and the planner agree: up to ``max_gap`` missed frames in a row are one track, bridged."""
+    tracker, planner, plans = FaceTracker(max_gap=5), FacePlanner(smoothing='none', max_gap=5, fade=3), []
+    seen = [frame for frame in range(20) if not 5 <= frame < 5 + missed]
+    for frame in range(20):
+        tracked = tracker.update(frame, [face(frame, 0)] if frame in seen else [])
+        plans += planner.push(frame, {track: detected.landmarks for track, detected in tracked.items()}, False)
+    plans += planner.flush()
+    assert {planned.track_id for _, faces in plans for planned in faces} == {1}
+    assert all([planned.alpha for planned in faces] == [1.0] for _, faces in plans)  # no fade, no gap

@@ -2,8 +2,10 @@
 
 :class:`FaceTracker` links each frame's detections to the open tracks (greedy by overlap, IoU plus a landmark
 term so that two overlapping faces keep their own ids), opens a track for every unmatched face at least
-``min_face_size`` pixels tall/wide, and closes tracks unseen for more than ``max_gap`` frames. Ids count up over
-the whole video and are never reused. A scene cut (:class:`SceneCutDetector`) closes every track at once.
+``min_face_size`` pixels tall/wide, and closes a track once it has been missing for more than ``max_gap`` frames
+in a row (a gap of ``max_gap`` missed frames keeps the id, as :class:`~vfsr_restore.face_plan.FacePlanner` bridges
+it). Ids count up over the whole video and are never reused. A scene cut (:class:`SceneCutDetector`) closes
+every track at once.
 """
 from dataclasses import dataclass
 
@@ -63,7 +65,8 @@ class FaceTracker:
                                          item['first_frame'], item['last_frame']) for item in state['tracks']}
 
     def update(self, frame_index: int, faces: list[DetectedFace]) -> dict[int, DetectedFace]:
-        for track_id in [tid for tid, track in self.tracks.items() if frame_index - track.last_frame > self.max_gap]:
+        closed = [tid for tid, track in self.tracks.items() if frame_index - track.last_frame > self.max_gap + 1]
+        for track_id in closed:
             del self.tracks[track_id]
         pairs = []
         for track in self.tracks.values():
