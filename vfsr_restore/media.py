@@ -31,6 +31,9 @@ AUDIO_CODECS_BY_FORMAT = {
 }
 # Video encoders that take x264-style rate control options.
 CRF_CODECS = {'libx264', 'libx265', 'h264', 'hevc'}
+# Audio kept before a trimmed start (and an encoder's priming before time 0): at least one packet of any codec
+# (AAC 1024-2112 samples, Opus's recommended 80 ms), so the decoder's first kept sample is clean.
+AUDIO_PREROLL = Fraction(1, 10)
 # Frame rate given to a folder of frames or an image (they carry no timing).
 DEFAULT_FRAMES_FPS = Fraction(25)
 
@@ -325,8 +328,10 @@ def _audio_sources(out, info: MediaInfo, family: str, audio_from: Fraction, audi
 
 
 def _copied_audio(out, info: MediaInfo, index: int, audio_from: Fraction, audio_to: Fraction | None):
-    """Packets overlapping [audio_from, audio_to), unchanged but for their timestamps (moved by ``audio_from``;
-    an encoder's priming packets keep their negative times, so players trim them as in the input)."""
+    """Packets overlapping [audio_from, audio_to) and those of the :data:`AUDIO_PREROLL` before, unchanged but for
+    their timestamps (moved by ``audio_from``): the pre-roll (an encoder's priming packets, or the packets before a
+    trimmed start) lies before time 0, where the decoder runs on it to start cleanly and players drop it (the mp4/mov
+    edit list), as in the input."""
     container = av.open(str(info.path))
     stream = container.streams.audio[index]
     audio_out = out.add_stream_from_template(stream)
@@ -340,7 +345,7 @@ def _copied_audio(out, info: MediaInfo, index: int, audio_from: Fraction, audio_
                 start = packet.pts * stream.time_base
                 if audio_to is not None and start >= audio_to:
                     break
-                if start + (packet.duration or 0) * stream.time_base <= audio_from and packet.pts > 0:
+                if start + (packet.duration or 0) * stream.time_base <= audio_from - AUDIO_PREROLL:
                     continue
                 packet.pts -= shift
                 packet.dts = (packet.dts if packet.dts is not None else packet.pts + shift) - shift
@@ -375,13 +380,30 @@ def _reencoded_audio(out, info: MediaInfo, index: int, codec: str, audio_from: F
                 time = frame.pts * frame.time_base if frame.pts is not None else Fraction(0)
                 if audio_to is not None and time >= audio_to:
                     break
-                if time < audio_from:
-                    continue
-                frame.pts = None
-                yield from encode(resampler.resample(frame))
+                kept = _samples_between(frame, audio_from - time, None if audio_to is None else audio_to - time)
+                if kept is not None:
+                    yield from encode(resampler.resample(kept))
             yield from encode(resampler.resample(None))
             yield from audio_out.encode(None)
     return packets()
+
+
+def _samples_between(frame: av.AudioFrame, start: Fraction, end: Fraction | None) -> av.AudioFrame | None:
+    """The samples of ``frame`` from ``start`` to ``end`` seconds after its first (the whole frame, or None when
+    nothing is left), with no timestamp."""
+    first = max(0, round(start * frame.sample_rate))
+    last = frame.samples if end is None else min(frame.samples, round(end * frame.sample_rate))
+    if last <= first:
+        return None
+    if (first, last) == (0, frame.samples):
+        frame.pts = None
+        return frame
+    samples = frame.to_ndarray()
+    channels = 1 if frame.format.is_planar else len(frame.layout.channels)  # packed: samples interleaved
+    part = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, first * channels:last * channels]),
+                                      format=frame.format.name, layout=frame.layout.name)
+    part.sample_rate = frame.sample_rate
+    return part
 
 
 def write_image(path: Path, image: np.ndarray) -> None:
