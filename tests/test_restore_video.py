@@ -207,3 +207,11 @@ def test_detecting_every_third_frame_still_restores_every_frame(videos, tmp_path
     assert report['scene_cuts'] == [8]  # the cut frame is always detected
     assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 7}, '2': {'first_frame': 8, 'last_frame': 15}}
     assert report['faces_restored'] == 16
+
+
+def test_detecting_every_fourth_frame_keeps_the_face_to_the_last_frame(videos, tmp_path):
+    """Frames 13-15 of 16 follow the last multiple of 4: the video's last frame is detected, so the track runs to
+    its end instead of fading out early."""
+    report = restore(videos[0]['one_face_rotated'], tmp_path / 'sparse.mp4', '--detect-every', '4')
+    assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 15}}
+    assert report['faces_restored'] == 16

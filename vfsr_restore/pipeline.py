@@ -23,6 +23,8 @@ import threading
 import time
 import warnings
 from collections import defaultdict, deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -50,7 +52,7 @@ from vfsr_restore.media import (
 )
 from vfsr_restore.tracking import FaceSelection, FaceTracker, SceneCutDetector
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 STAGES = ('decode', 'detect', 'track', 'restore', 'composite', 'encode', 'mux')
 
 
@@ -185,6 +187,46 @@ class EncodeWorker:
         self.check()
 
 
+class DetectionQueue:
+    """Detection jobs, answered in the order they were submitted. With ``overlap`` (a GPU detector) each job runs in
+    a worker thread on its own CUDA stream while the caller restores the faces of the batch before, so that neither
+    the detector nor the restoring network waits for the other; on the CPU both would share the same cores, so a
+    job runs at once in the caller's thread. The answers are the same either way."""
+
+    def __init__(self, timed, device: torch.device):
+        self.timed = timed
+        self.executor = None if device.type == 'cpu' else ThreadPoolExecutor(1, thread_name_prefix='vfsr-detect')
+        self.stream = torch.cuda.Stream(device) if device.type == 'cuda' else None
+        self.jobs: deque[tuple[object, Future]] = deque()
+
+    def submit(self, key, job) -> None:
+        """Run ``job()`` (a detector call); ``key`` comes back with its answer from :meth:`done`."""
+        future = Future()
+        if self.executor is None:
+            future.set_result(self._run(job))
+        else:
+            future = self.executor.submit(self._run, job)
+        self.jobs.append((key, future))
+
+    def done(self, wait_all: bool) -> Iterator[tuple[object, object]]:
+        """(key, answer) of the jobs in submission order; without ``wait_all`` the newest job may stay in flight."""
+        in_flight = 0 if wait_all or self.executor is None else 1
+        while len(self.jobs) > in_flight:
+            key, future = self.jobs.popleft()
+            yield key, future.result()
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown()
+
+    def _run(self, job):
+        with self.timed():
+            if self.stream is None:
+                return job()
+            with torch.cuda.stream(self.stream):
+                return job()
+
+
 @dataclass
 class PendingFrame:
     frame: Frame
@@ -213,7 +255,8 @@ class StreamRestorer:
         self.detect_scale = detection_scale(info.width, info.height, settings.detect_max_side, settings.min_face_size)
         detector.search_down_to(settings.min_face_size * self.detect_scale)
         self.emit = emit
-        self.batch: list[Frame] = []
+        self.batch: list[tuple[Frame, bool]] = []  # frames not yet handed to the detector, with their scene cuts
+        self.detections = DetectionQueue(lambda: timer.timed('detect'), detector.device)
         self.pending: dict[int, PendingFrame] = {}
         self.order: deque[int] = deque()
         self.active_tracks: set[int] = set()
@@ -230,12 +273,23 @@ class StreamRestorer:
         self.pushed += 1
         self.pending[frame.index] = PendingFrame(frame)
         self.order.append(frame.index)
-        self.batch.append(frame)
-        if len(self.batch) >= self.settings.detector_batch:
-            self._detect_batch()
+        with self.timer.timed('track'):
+            cut = self.cuts.is_cut(frame.image)
+        self.batch.append((frame, cut))
+        if len(self.batch) > self.settings.detector_batch:  # the newest frame waits: it may be the video's last
+            self._detect(self.batch[:-1], next_is_cut=cut, ends_video=False)
+            self.batch = self.batch[-1:]
+        self._track_detected(wait_all=False)
+
+    def settle(self) -> None:
+        """Take in the detections still in flight (before :meth:`state_dict`, which cannot hold them)."""
+        self._track_detected(wait_all=True)
 
     def finish(self) -> None:
-        self._detect_batch()
+        self._detect(self.batch, next_is_cut=False, ends_video=True)
+        self.batch = []
+        self._track_detected(wait_all=True)
+        self.detections.close()
         self._apply_plans(self.planner.flush())
         for track in sorted(self.active_tracks):
             self._end_track(track)
@@ -252,7 +306,8 @@ class StreamRestorer:
                 {'track_id': face.track_id, 'landmarks': torch.from_numpy(face.landmarks), 'alpha': face.alpha,
                  'detected': face.detected} for face in faces]
         return {
-            'pushed': self.pushed, 'waiting': list(self.order), 'batch': [frame.index for frame in self.batch],
+            'pushed': self.pushed, 'waiting': list(self.order),
+            'batch': [(frame.index, cut) for frame, cut in self.batch],
             'frames': {index: {'planned': planned(record.planned),
                                'matrices': {track: torch.from_numpy(matrix) for track, matrix in
                                             record.matrices.items()},
@@ -278,7 +333,7 @@ class StreamRestorer:
             record.matrices = {track: matrix.numpy() for track, matrix in saved['matrices'].items()}
             record.restored = {track: image.numpy() for track, image in saved['restored'].items()}
             self.pending[index] = record
-        self.batch = [frames[index] for index in state['batch']]
+        self.batch = [(frames[index], cut) for index, cut in state['batch']]
         self.active_tracks = set(state['active_tracks'])
         self.tracker.load_state(state['tracker'])
         self.selection.current = state['selected']
@@ -288,31 +343,38 @@ class StreamRestorer:
         self.compositor.face_mask.load_state_dict(state['face_mask'])
 
     # ------------------------------------------------------------------------------------------------ stages
-    def _detect_batch(self) -> None:
-        if not self.batch:
+    def _detect(self, batch: list[tuple[Frame, bool]], next_is_cut: bool, ends_video: bool) -> None:
+        """Hand ``batch`` ((frame, starts a scene) pairs) to the detector: every detect_every-th frame, the first
+        frame of each scene, the last one before a cut and the video's last frame (a track cannot be interpolated
+        past its scene or the video's end); tracks bridge the others."""
+        if not batch:
             return
-        with self.timer.timed('track'):
-            cuts = [self.cuts.is_cut(frame.image) for frame in self.batch]
-        # every detect_every-th frame, the first frame of each scene and the last one before a cut seen in this
-        # batch (a track cannot be interpolated past its scene); tracks bridge the others
-        wanted = [position for position, (frame, cut) in enumerate(zip(self.batch, cuts))
-                  if cut or frame.index % self.settings.detect_every == 0 or any(cuts[position + 1:position + 2])]
-        detections: list[list[DetectedFace]] = [[] for _ in self.batch]
-        with self.timer.timed('detect'):
-            found = self.detector.detect([self._detection_image(self.batch[position].image) for position in wanted])
+        cuts = [cut for _, cut in batch] + [next_is_cut]
+        wanted = [position for position, (frame, cut) in enumerate(batch)
+                  if cut or cuts[position + 1] or frame.index % self.settings.detect_every == 0
+                  or (ends_video and position == len(batch) - 1)]
+        images = [batch[position][0].image for position in wanted]
+        self.detections.submit((batch, wanted), lambda: self.detector.detect(
+            [self._detection_image(image) for image in images]))
+
+    def _track_detected(self, wait_all: bool) -> None:
+        """Track and plan the batches whose detections are done, in order."""
+        for (batch, wanted), found in self.detections.done(wait_all):
+            detections: list[list[DetectedFace]] = [[] for _ in batch]
             for position, faces in zip(wanted, found):
                 detections[position] = [rescaled_face(face, 1 / self.detect_scale) for face in faces]
-        for frame, faces, cut in zip(self.batch, detections, cuts):
-            with self.timer.timed('track'):
-                if cut:
-                    self.segment_report['scene_cuts'].append(frame.index)
-                    self.tracker.reset()
-                    self.selection.reset()
-                tracked = self.tracker.update(frame.index, faces)
-                chosen = self.selection.select(tracked, set(self.tracker.tracks), self.info.width, self.info.height)
-                plans = self.planner.push(frame.index, {track: face.landmarks for track, face in chosen.items()}, cut)
-            self._apply_plans(plans)
-        self.batch = []
+            for (frame, cut), faces in zip(batch, detections):
+                with self.timer.timed('track'):
+                    if cut:
+                        self.segment_report['scene_cuts'].append(frame.index)
+                        self.tracker.reset()
+                        self.selection.reset()
+                    tracked = self.tracker.update(frame.index, faces)
+                    chosen = self.selection.select(tracked, set(self.tracker.tracks), self.info.width,
+                                                   self.info.height)
+                    plans = self.planner.push(frame.index, {track: face.landmarks for track, face in chosen.items()},
+                                              cut)
+                self._apply_plans(plans)
 
     def _detection_image(self, image: np.ndarray) -> np.ndarray:
         if self.detect_scale == 1:
@@ -552,6 +614,7 @@ def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, i
 def _close_segment(segment: 'SegmentWriter', stream: StreamRestorer, work: Path, manifest: dict, final: bool) -> None:
     """Finish ``segment``'s files, save the stream's state (not after the last segment) and record both in the
     manifest, atomically, in that order; then drop the previous segment's state."""
+    stream.settle()
     record = segment.close()
     record.update(stream.new_segment_report(), consumed=stream.pushed, final=final, state=None)
     if not final:
