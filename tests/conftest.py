@@ -21,6 +21,15 @@ def load_reference(name: str) -> dict:
     return torch.load(path, map_location='cpu', weights_only=False)
 
 
+def assert_matches_reference(ours: torch.Tensor, expected: torch.Tensor, relative: float = 1e-5) -> None:
+    """``ours`` equals the official output up to float32 rounding: the largest difference is at most ``relative`` times
+    the output's largest magnitude. An absolute bound fails across CPUs: another vector width sums in another order,
+    and outputs of random tiny networks reach 1e6."""
+    bound = relative * max(expected.abs().max().item(), 1.0)
+    difference = (ours - expected).abs().max().item()
+    assert difference <= bound, f'largest difference {difference:.3g} > {bound:.3g} ({relative:g} of the output scale)'
+
+
 def reference_key_list(name: str) -> list[tuple[str, tuple[int, ...]]]:
     """Read a ``*_full_state_dict.txt`` key list (``key<TAB>shape<TAB>dtype``) from ``../shared/reference``."""
     path = SHARED_DIR / 'reference' / name

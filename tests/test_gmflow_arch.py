@@ -6,7 +6,14 @@ import vfsr_compat  # noqa: F401  (before basicsr)
 import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
+from conftest import (
+    TEST_DATA_DIR,
+    assert_matches_reference,
+    load_reference,
+    read_key_list,
+    reference_key_list,
+    state_dict_key_list,
+)
 
 import vfsr_arch  # noqa: F401  (registers GMFlow)
 from vfsr_arch.gmflow_arch import (
@@ -44,7 +51,8 @@ def test_matches_official_tiny_reference():
         flows = net(reference['inputs']['img0'], reference['inputs']['img1'],
                     **reference['config']['forward_kwargs'])['flow_preds']
     assert len(flows) == 1
-    torch.testing.assert_close(flows[0], reference['outputs']['flow_preds_0'], atol=1e-4, rtol=0)
+    # the global matching's softmax sharpens float32 rounding: 3e-4 px on a 30 px flow between two CPUs
+    assert_matches_reference(flows[0], reference['outputs']['flow_preds_0'], relative=1e-4)
 
 
 def test_default_keys_match_official_checkpoint():

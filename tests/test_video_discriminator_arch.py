@@ -4,7 +4,14 @@ import vfsr_compat  # noqa: F401  (before basicsr)
 import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
+from conftest import (
+    TEST_DATA_DIR,
+    assert_matches_reference,
+    load_reference,
+    read_key_list,
+    reference_key_list,
+    state_dict_key_list,
+)
 
 import vfsr_arch  # noqa: F401  (registers the archs)
 from vfsr_arch.checkpoint import load_network_weights
@@ -41,7 +48,7 @@ def test_reference_tiny_config_has_the_official_init_and_outputs():
         out = net.eval()(reference['inputs']['x'])
     expected = reference['outputs']['out']
     assert out.shape == expected.shape == (2, 5, 32, 1, 1)  # (b, t, c, h, w): time kept, space / 64, 4nf channels
-    assert (out - expected).abs().max() < 1e-4
+    assert_matches_reference(out, expected)
     with torch.no_grad():
         squashed = build(**dict(config, use_sigmoid=True)).eval()
         squashed.load_state_dict(reference['state_dict'])
