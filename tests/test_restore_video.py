@@ -215,3 +215,33 @@ def test_detecting_every_fourth_frame_keeps_the_face_to_the_last_frame(videos, t
     report = restore(videos[0]['one_face_rotated'], tmp_path / 'sparse.mp4', '--detect-every', '4')
     assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 15}}
     assert report['faces_restored'] == 16
+
+
+@pytest.mark.parametrize('size, upscale, face_top', [((128, 96), 1, 40), ((640, 360), 2, 40), ((640, 360), 2, 8)])
+def test_debug_overlay_draws_the_crop_outline_and_a_label_inside_the_frame(size, upscale, face_top):
+    """The outline is the square the restorer saw (the crop mapped back into the output), the label fits the frame
+    even for a face at its top edge."""
+    from datasets_prep.astronaut import ASTRONAUT_LANDMARKS
+    from vfsr_restore.compositing import crop_matrix
+    from vfsr_restore.face_plan import PlannedFace
+    from vfsr_restore.media import Frame
+    from vfsr_restore.pipeline import PendingFrame, debug_overlay
+
+    width, height = size
+    points = np.asarray(ASTRONAUT_LANDMARKS, np.float64)
+    landmarks = (points - points.min(0)) / np.ptp(points[:, 0]) * 20 + [width / 4, face_top]
+    crop = (64, 64)
+    matrix = crop_matrix(landmarks, crop)
+    record = PendingFrame(Frame(0, np.zeros((height, width, 3), np.uint8), 0, 1),
+                          planned=[PlannedFace(3, landmarks, 0.5, detected=False)], matrices={3: matrix})
+    output = np.zeros((height * upscale, width * upscale, 3), np.uint8)
+    drawn = debug_overlay(record, output, upscale, crop).max(axis=2) > 0
+    to_frame = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [64, 0], [64, 64], [0, 64]]) - 0.5
+    outline = (corners @ to_frame[:, :2].T + to_frame[:, 2] + 0.5) * upscale - 0.5
+    expected = np.zeros(drawn.shape, np.uint8)
+    cv2.polylines(expected, [np.round(outline).astype(np.int32)], True, 1, 1)
+    assert drawn[expected > 0].mean() > 0.7  # the label may cover a little of it
+    crop_centre = (np.array([31.5, 31.5]) @ to_frame[:, :2].T + to_frame[:, 2] + 0.5) * upscale - 0.5
+    assert not drawn[int(crop_centre[1]), int(crop_centre[0])]  # an outline, not a filled box
+    assert drawn[0].sum() < drawn.shape[1] // 4  # the label's box is inside the frame, not cut by its top

@@ -31,6 +31,10 @@ AUDIO_CODECS_BY_FORMAT = {
 }
 # Video encoders that take x264-style rate control options.
 CRF_CODECS = {'libx264', 'libx265', 'h264', 'hevc'}
+# x264's and x265's bitstreams depend on their thread layout, which on auto follows the machine's cores (and the
+# process's CPU affinity); pinned, the same frames give the same bytes on any machine, so resumed and uninterrupted
+# runs agree. Other encoders are not promised to (resume says so).
+PINNED_ENCODER_THREADS = {'libx264': {'threads': '4'}, 'libx265': {'x265-params': 'pools=4:frame-threads=2'}}
 # Audio kept before a trimmed start (and an encoder's priming before time 0): at least one packet of any codec
 # (AAC 1024-2112 samples, Opus's recommended 80 ms), so the decoder's first kept sample is clean.
 AUDIO_PREROLL = Fraction(1, 10)
@@ -216,8 +220,10 @@ class SegmentEncoder:
         self.stream.pix_fmt = encoder_pixel_format(settings.pix_fmt, stored_width, stored_height)
         self.stream.time_base = info.time_base
         self.stream.codec_context.time_base = info.time_base
+        options = dict(PINNED_ENCODER_THREADS.get(self.stream.codec_context.name, {}))
         if settings.codec in CRF_CODECS:
-            self.stream.options = {'crf': str(settings.crf), 'preset': settings.preset}
+            options.update(crf=str(settings.crf), preset=settings.preset)
+        self.stream.options = options
         self.frame_duration = max(1, round(1 / (info.rate * info.time_base)))
 
     def __enter__(self):
@@ -240,6 +246,23 @@ class SegmentEncoder:
             self.container.close()
             if exc_type is not None:
                 self.path.unlink(missing_ok=True)
+
+
+def reproducible_encoder(codec: str) -> bool:
+    """Whether ``codec`` (a PyAV encoder name) gives the same bytes for the same frames in any process."""
+    try:
+        return av.codec.Codec(codec, 'w').name in PINNED_ENCODER_THREADS
+    except (av.FFmpegError, ValueError):
+        return False
+
+
+def check_output_suffix(info: MediaInfo, output: Path) -> None:
+    """A MediaError unless ``output``'s suffix names a container (video input) or an image format (image input)."""
+    if info.kind == 'image' and Path(output).suffix.lower() not in IMAGE_EXTENSIONS:
+        raise MediaError(f'{output}: an image input needs an image output ({", ".join(IMAGE_EXTENSIONS)})')
+    if info.kind != 'image' and not output_format(Path(output)):
+        raise MediaError(f'{output}: unknown video container suffix {Path(output).suffix!r} (use .mp4, .mov, .mkv, '
+                         '.webm)')
 
 
 def output_format(path: Path) -> str:

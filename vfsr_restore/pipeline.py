@@ -13,6 +13,7 @@ Rerunning the same command after a crash decodes the finished segments' frames w
 state and goes on, so the final file is identical to an uninterrupted run's. The final file is muxed under a temporary
 name and renamed; the work folder is then removed.
 """
+import contextlib
 import hashlib
 import itertools
 import json
@@ -44,10 +45,11 @@ from vfsr_restore.media import (
     MediaError,
     MediaInfo,
     SegmentEncoder,
+    check_output_suffix,
     mux_video,
-    output_format,
     probe,
     read_frames,
+    reproducible_encoder,
     write_image,
 )
 from vfsr_restore.tracking import FaceSelection, FaceTracker, SceneCutDetector
@@ -444,21 +446,35 @@ def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
     return np.hstack([cv2.resize(original, (width, height), interpolation=cv2.INTER_NEAREST), restored])
 
 
-def debug_overlay(record: PendingFrame, output: np.ndarray, upscale: int) -> np.ndarray:
-    """The output with each planned face's landmarks, crop outline and track id drawn on it."""
+def debug_overlay(record: PendingFrame, output: np.ndarray, upscale: int, crop_size: tuple[int, int]) -> np.ndarray:
+    """The output with each planned face's crop outline (the square the restorer saw), landmarks and a label:
+    track id, ``*`` where the landmarks were filled in between detections, the blend weight while fading."""
     image = output.copy()
-    stroke = max(1, round(max(image.shape[:2]) / 360))  # lines a person can see at any video size
+    stroke = max(2, round(max(image.shape[:2]) / 240))  # lines and text a person can see at any video size
+    width, height = crop_size
     for face in record.planned:
-        points = (face.landmarks + 0.5) * upscale - 0.5
-        colour = tuple(int(c) for c in np.random.default_rng(face.track_id).integers(64, 256, 3))
-        for x, y in points:
-            cv2.circle(image, (int(round(x)), int(round(y))), 2 * stroke, colour, -1)
-        x0, y0 = points.min(axis=0) - 10 * upscale
-        x1, y1 = points.max(axis=0) + 10 * upscale
-        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, stroke)
+        colour = tuple(int(c) for c in np.random.default_rng(face.track_id).integers(96, 256, 3))
+        to_frame = cv2.invertAffineTransform(record.matrices[face.track_id])
+        corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64) - 0.5
+        outline = (corners @ to_frame[:, :2].T + to_frame[:, 2] + 0.5) * upscale - 0.5
+        cv2.polylines(image, [np.round(outline).astype(np.int32)], True, colour, stroke, cv2.LINE_AA)
+        for x, y in (face.landmarks + 0.5) * upscale - 0.5:
+            cv2.circle(image, (int(round(x)), int(round(y))), 2 * stroke, colour, -1, cv2.LINE_AA)
         label = f'{face.track_id}' + ('' if face.detected else '*') + ('' if face.alpha >= 1 else f' {face.alpha:.2f}')
-        cv2.putText(image, label, (int(x0), max(12 * stroke, int(y0) - 3 * stroke)), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.5 * stroke, colour, stroke)
+        scale = 0.35 * stroke
+        (text_width, text_height), baseline = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, stroke)
+        box_height = text_height + baseline + stroke
+        top, bottom = outline[np.argmin(outline[:, 1])], outline[np.argmax(outline[:, 1])]
+        if top[1] - 2 * stroke - box_height >= 0:  # above the outline, else below it, else at the frame's top
+            x, y = top[0], top[1] - 2 * stroke - baseline
+        elif bottom[1] + 2 * stroke + box_height <= image.shape[0]:
+            x, y = bottom[0], bottom[1] + 2 * stroke + text_height + stroke
+        else:
+            x, y = top[0], text_height + stroke
+        x = int(np.clip(x, 0, max(0, image.shape[1] - text_width - 2 * stroke)))
+        y = int(np.clip(y, text_height + stroke, image.shape[0] - baseline))
+        cv2.rectangle(image, (x, y - text_height - stroke), (x + text_width + 2 * stroke, y + baseline), (0, 0, 0), -1)
+        cv2.putText(image, label, (x + stroke, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, stroke, cv2.LINE_AA)
     return image
 
 
@@ -488,12 +504,11 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     started = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     info = probe(input_path)
+    check_output_suffix(info, output)
     timer = StageTimer()
     if info.kind == 'image':
         return _restore_image(info, output, settings, detector, restorer, upsampler, face_mask, timer, report_path,
                               started)
-    if not output_format(output):
-        raise MediaError(f'{output}: unknown video container suffix {output.suffix!r} (use .mp4, .mov, .mkv, .webm)')
     width, height = info.width * settings.upscale, info.height * settings.upscale
     output.parent.mkdir(parents=True, exist_ok=True)
     work = output.with_name(f'.{output.name}.vfsr-work')
@@ -509,12 +524,27 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     manifest['segments'] = [done[index] for index in sorted(done)]
     outputs = output_paths(output, settings)
 
+    # CPU kernels pick their summation order by thread count (1e-7 apart, a level of a pasted pixel): a resumed run
+    # computes with the count the run it continues used
+    manifest.setdefault('torch_threads', torch.get_num_threads())
     try:
-        return _restore_video(info, output, settings, detector, restorer, (upsampler, face_mask), timer, report_path,
-                              progress, started, work, manifest, done, outputs, width, height)
+        with torch_threads(manifest['torch_threads']):
+            return _restore_video(info, output, settings, detector, restorer, (upsampler, face_mask), timer,
+                                  report_path, progress, started, work, manifest, done, outputs, width, height)
     except MediaError:
         shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
         raise
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block with ``count`` intra-op threads, then restore the process's count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _restore_video(info, output, settings, detector, restorer, compositing, timer, report_path, progress, started,
@@ -584,6 +614,10 @@ def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, i
 
     stream = StreamRestorer(settings, detector, restorer, info, timer, emit, *compositing)
     if finished:  # resume: decode what the finished segments consumed, keeping the frames still waiting
+        if not reproducible_encoder(settings.encoder.codec):
+            warnings.warn(f'--codec {settings.encoder.codec} is not pinned to a thread layout: the resumed file may '
+                          'differ in bytes (not in frames) from an uninterrupted run; libx264 and libx265 do not',
+                          stacklevel=2)
         state = read_checkpoint(work / finished[-1]['state'], what='vfsr-restore saved state')
         waiting = set(state['waiting'])
         kept = {frame.index: frame for frame in itertools.islice(frames, state['pushed']) if frame.index in waiting}
@@ -595,7 +629,8 @@ def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, i
         manifest['first_pts'] = first.pts
     frames = itertools.chain([] if first is None else [first], frames)
     index = len(finished)
-    segment = SegmentWriter(index, work, outputs, info, settings, manifest['first_pts'], timer, width, height)
+    segment = SegmentWriter(index, work, outputs, info, settings, manifest['first_pts'], timer, width, height,
+                            restorer.crop_size)
     try:
         for frame in frames:
             stream.push(frame)
@@ -603,7 +638,7 @@ def _stream_segments(frames: CountedFrames, finished, work, manifest, outputs, i
                 _close_segment(segment, stream, work, manifest, final=False)
                 index += 1
                 segment = SegmentWriter(index, work, outputs, info, settings, manifest['first_pts'], timer, width,
-                                        height)
+                                        height, restorer.crop_size)
         stream.finish()
         _close_segment(segment, stream, work, manifest, final=True)
     except BaseException:
@@ -658,8 +693,9 @@ class SegmentWriter:
     """The encoders of one segment's files (restored, and compare/debug when asked), fed by a worker thread."""
 
     def __init__(self, index, work: Path, outputs, info: MediaInfo, settings: RestoreSettings, first_pts: int,
-                 timer: StageTimer, width: int, height: int):
+                 timer: StageTimer, width: int, height: int, crop_size: tuple[int, int]):
         self.index, self.work, self.outputs, self.settings, self.first_pts = index, work, outputs, settings, first_pts
+        self.crop_size = crop_size  # the restorer's, for the debug video's crop outlines
         self.files = {kind: f'{kind}_{index:05d}.mp4' for kind in outputs}
         self.partials = {kind: work / f'.{name}.partial' for kind, name in self.files.items()}
         sizes = {'restored': (width, height), 'compare': (2 * width, height), 'debug': (width, height)}
@@ -682,7 +718,7 @@ class SegmentWriter:
         if 'compare' in self.outputs:
             images['compare'] = side_by_side(record.frame.image, output)
         if 'debug' in self.outputs:
-            images['debug'] = debug_overlay(record, output, self.settings.upscale)
+            images['debug'] = debug_overlay(record, output, self.settings.upscale, self.crop_size)
         encoders, duration = self.encoders, record.frame.duration
         self.worker.submit(lambda: [encoders[kind].write(image, pts, duration) for kind, image in images.items()])
 
@@ -732,7 +768,7 @@ def _report(info, settings, segments, frames_in, outputs, timer, started, width,
         'faces_restored': faces, 'seconds': round(elapsed, 3),
         'processing_fps': round(frames_out / elapsed, 3) if elapsed else None,
         'stage_seconds': {stage: round(timer.seconds.get(stage, 0.0), 3) for stage in STAGES},
-        'peak_memory': peak_memory_mb(), 'warnings': [],
+        'peak_memory': peak_memory_mb(), 'torch_threads': torch.get_num_threads(), 'warnings': [],
     }
     if faces == 0:
         message = f'{info.path}: no face found; the video was passed through (upscaled only)'

@@ -120,7 +120,7 @@ class SceneCutDetector:
                                     for channel, limit in ((0, 180), (1, 256), (2, 256))]).astype(np.float64)
         histogram /= histogram.sum() / 3
         previous, self.previous = self.previous, histogram
-        return previous is not None and 0.5 * np.abs(histogram - previous).sum() / 3 > self.threshold
+        return previous is not None and bool(0.5 * np.abs(histogram - previous).sum() / 3 > self.threshold)
 
 
 class FaceSelection:
