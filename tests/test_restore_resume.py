@@ -13,6 +13,7 @@ import av
 import cv2
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT
 
 from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
@@ -27,32 +28,63 @@ def cli_process(*args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_killed_run_resumes_to_the_same_file(tmp_path):
+def wait_for_a_segment(process, manifest: Path) -> None:
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if manifest.is_file() and json.loads(manifest.read_text())['segments']:
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize('encoding', [[], ['--crf', '0']], ids=['default', 'lossless'])
+def test_killed_run_resumes_to_the_same_file(tmp_path, encoding):
+    """The uninterrupted and the killed run compute on one thread; the resumed run, in this process with two, goes
+    back to the one its manifest recorded (CPU kernels round by thread count, a level of a pasted pixel, which the
+    lossless encoding keeps)."""
     source = tmp_path / 'face.mp4'
     write_video(source, VideoSpec(128, 96, 16, faces=[FacePath(40)]))
-    options = [*FAST, '--segment-frames', '2', '--detector-batch', '2', '--compare']
-    assert main([str(source), '-o', str(tmp_path / 'whole.mp4'), *options]) == 0
+    options = [*FAST, '--segment-frames', '2', '--detector-batch', '2', '--compare', *encoding]
+    whole = cli_process(source, '-o', tmp_path / 'whole.mp4', *options)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
 
     output = tmp_path / 'resumed.mp4'
     manifest = tmp_path / '.resumed.mp4.vfsr-work' / 'manifest.json'
     process = cli_process(source, '-o', output, *options)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text())['segments']:
-            break
-        time.sleep(0.02)
+    wait_for_a_segment(process, manifest)
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished_before_kill = len(json.loads(manifest.read_text())['segments'])
     assert 1 <= finished_before_kill < 8, 'the run was not killed in the middle'
     assert not output.exists() and not (tmp_path / 'resumed_compare.mp4').exists()
 
-    assert main([str(source), '-o', str(output), *options]) == 0
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([str(source), '-o', str(output), *options]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert output.read_bytes() == (tmp_path / 'whole.mp4').read_bytes()
     report = json.loads((tmp_path / 'resumed.mp4.json').read_text())
     assert report['tracks'] == {'1': {'first_frame': 0, 'last_frame': 15}}  # one id through the 8 segments
+    assert report['torch_threads'] == 1
     assert (tmp_path / 'resumed_compare.mp4').read_bytes() == (tmp_path / 'whole_compare.mp4').read_bytes()
     assert not manifest.parent.exists()
+
+
+@pytest.mark.parametrize('signal_number, exit_code, word', [(signal.SIGINT, 130, 'interrupted'),
+                                                            (signal.SIGTERM, 143, 'terminated')])
+def test_interrupted_run_says_how_to_resume_and_keeps_its_segments(tmp_path, signal_number, exit_code, word):
+    source, output = tmp_path / 'face.mp4', tmp_path / 'out.mp4'
+    write_video(source, VideoSpec(128, 96, 40, faces=[FacePath(40)], audio_rate=None))
+    manifest = tmp_path / '.out.mp4.vfsr-work' / 'manifest.json'
+    process = cli_process(source, '-o', output, *FAST, '--segment-frames', '2', '--detector-batch', '2')
+    wait_for_a_segment(process, manifest)
+    process.send_signal(signal_number)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == exit_code, err
+    assert err == f'vfsr-restore: {word}; finished segments are kept: rerun the same command to continue\n'
+    assert json.loads(manifest.read_text())['segments'] and not output.exists()
 
 
 def test_torchrun_shards_a_folder_of_videos(tmp_path):
@@ -159,3 +191,51 @@ def test_console_script_reports_a_missing_input_first(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == f'vfsr-restore: error: {tmp_path / "missing.mp4"}: no such file or folder'
+
+
+# Parse arguments as the console script does, then report whether anything heavy was imported on the way.
+PARSE_ONLY = '''
+import sys
+from vfsr_restore.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    print('heavy imports:', sorted(name for name in ('torch', 'cv2', 'av', 'basicsr') if name in sys.modules))
+'''
+
+
+@pytest.mark.parametrize('args', [['--help'], ['in.mp4', '-o', 'out.mp4', '--upscale', '0'], ['in.mp4']])
+def test_help_and_usage_errors_answer_before_torch_loads(tmp_path, args):
+    result = subprocess.run([sys.executable, '-c', PARSE_ONLY, *args], capture_output=True, text=True, cwd=tmp_path,
+                            env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=120)
+    assert result.returncode == (0 if args == ['--help'] else 2), result.stderr
+    assert result.stdout.strip().endswith('heavy imports: []')
+
+
+def test_output_suffix_and_all_missing_weights_are_reported_before_any_network_loads(tmp_path, capsys):
+    source = tmp_path / 'in.mp4'
+    write_video(source, VideoSpec(64, 48, 2, faces=[], audio_rate=None))
+    weights_dir = tmp_path / 'weights'
+    assert main([str(source), '-o', str(tmp_path / 'out.avi'), '--model', 'keep', '--weights-dir', str(weights_dir),
+                 '--no-progress']) == 1
+    assert capsys.readouterr().err == f"vfsr-restore: error: {tmp_path / 'out.avi'}: unknown video container " \
+                                      "suffix '.avi' (use .mp4, .mov, .mkv, .webm)\n"
+
+    assert main([str(source), '-o', str(tmp_path / 'out.mp4'), '--model', 'codeformer', '--detector', 'retinaface',
+                 '--mask', 'parsing', '--weights-dir', str(weights_dir), '--no-progress']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('vfsr-restore: error: missing weights') and err.count('\n') == 1
+    for path in ('CodeFormer/codeformer.pth', 'detection_Resnet50_Final.pth', 'facexlib/parsing_parsenet.pth'):
+        assert repr(str(weights_dir / path)) in err
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_random_weights_are_seeded(tmp_path):
+    source = tmp_path / 'face.mp4'
+    write_video(source, VideoSpec(96, 72, 3, faces=[FacePath(36)], audio_rate=None))
+    tiny = ['--model', 'vidface', '--opt', str(REPO_ROOT / 'options' / 'demo_vidface.yml'), '--random-weights',
+            '--no-progress', '--min-face-size', '20', '--crf', '0']
+    for name, seed in [('a', 0), ('b', 0), ('c', 1)]:
+        assert main([str(source), '-o', str(tmp_path / f'{name}.mp4'), *tiny, '--seed', str(seed)]) == 0
+    assert (tmp_path / 'a.mp4').read_bytes() == (tmp_path / 'b.mp4').read_bytes()
+    assert (tmp_path / 'a.mp4').read_bytes() != (tmp_path / 'c.mp4').read_bytes()

@@ -15,15 +15,18 @@ exit with 1 (input or weights) or 2 (usage); no partial output file is left unde
 import argparse
 import glob
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
-from vfsr_arch.checkpoint import CheckpointError
-from vfsr_restore.media import EncoderSettings, MediaError, output_format, probe
-from vfsr_restore.pipeline import RestoreSettings, restore_file
-
+# Only the standard library above: --help and usage errors answer at once; torch and the networks load after.
 VIDEO_SUFFIX = '.mp4'
+
+
+class Terminated(BaseException):
+    """SIGTERM (a plain ``kill``, a scheduler's stop), raised like Ctrl-C's KeyboardInterrupt so that every cleanup
+    on the way out runs."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -55,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                        '(KEEP/, CodeFormer/, vidface/, facexlib/)')
     model.add_argument('--random-weights', action='store_true', help='do not load weights (random network: tests '
                        'and speed measurements only)')
+    model.add_argument('--seed', type=int, default=0, help='random seed of --random-weights')
     model.add_argument('--fidelity', type=float, default=0.5, help='CodeFormer fidelity weight w in [0, 1] '
                        '(1: closer to the input, 0: more codebook detail)')
     model.add_argument('--max-length', type=int, default=20, help='KEEP: frames restored together (its gain '
@@ -141,6 +145,8 @@ def resolve_device(name: str) -> str:
 
 def list_jobs(input_arg: str, output_arg: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one input, or every video of a folder / glob into the output folder."""
+    from vfsr_restore.media import MediaError, output_format
+
     path = Path(input_arg)
     if any(char in input_arg for char in '*?['):
         inputs = sorted(Path(name) for name in glob.glob(input_arg) if Path(name).is_file())
@@ -187,9 +193,42 @@ def one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    check_arguments(args, parser)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    try:
+        return restore(args)
+    except KeyboardInterrupt:
+        print('vfsr-restore: interrupted; finished segments are kept: rerun the same command to continue',
+              file=sys.stderr)
+        return 130
+    except Terminated:
+        print('vfsr-restore: terminated; finished segments are kept: rerun the same command to continue',
+              file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def restore(args) -> int:
+    """Restore every job of ``args``: inputs and weights checked first, then the networks loaded once."""
+    from vfsr_arch.checkpoint import CheckpointError
+    from vfsr_restore.media import MediaError, check_output_suffix, probe
+    from vfsr_restore.pipeline import restore_file
+
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     try:
-        settings = _settings(args, parser)
+        settings = _settings(args)
         jobs = list_jobs(args.input, args.output)
         jobs = jobs[rank::world]  # torchrun: each process restores its share of the inputs
         todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
@@ -198,8 +237,9 @@ def main(argv=None) -> int:
                 print(f'vfsr-restore: {dst} exists, skipped (--overwrite to redo it)', file=sys.stderr)
         if not todo:
             return 0
-        if len(jobs) == 1:
-            probe(todo[0][0])  # a bad input is reported before any network is loaded
+        if len(jobs) == 1:  # a bad input or output name is reported before any network is loaded
+            check_output_suffix(probe(todo[0][0]), todo[0][1])
+        check_weights(args)
         detector, restorer, (upsampler, face_mask) = _networks(args, settings)
         failures = 0
         for src, dst in todo:
@@ -220,12 +260,32 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f'vfsr-restore: error: {error}', file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print('vfsr-restore: interrupted; rerun the same command to continue', file=sys.stderr)
-        return 130
 
 
-def _settings(args, parser) -> RestoreSettings:
+def check_weights(args) -> None:
+    """Every weights file the networks will read exists: all missing ones named in one error, before any loads."""
+    from vfsr_arch.checkpoint import MissingCheckpointError
+    from vfsr_restore.background import REALESRGAN_RELEASES
+    from vfsr_restore.face_detection import RETINAFACE_RELEASE, detector_weights
+    from vfsr_restore.face_mask import PARSING_RELEASE, mask_weights
+    from vfsr_restore.restorers import restorer_weights
+
+    restorer_file, restorer_release = (None, None) if args.random_weights else restorer_weights(
+        args.model, args.weights, args.weights_dir)
+    needed = [(f'{args.model} weights', restorer_file, restorer_release),
+              ('RetinaFace weights', detector_weights(args.detector, args.weights_dir), RETINAFACE_RELEASE),
+              ('face-parsing weights', mask_weights(args.mask, args.mask_weights, args.weights_dir), PARSING_RELEASE),
+              ('Real-ESRGAN weights', args.background_weights, REALESRGAN_RELEASES)]
+    missing = [(what, Path(path).absolute(), release) for what, path, release in needed
+               if path is not None and not Path(path).is_file()]
+    if missing:
+        raise MissingCheckpointError('missing weights (vfsr never downloads): ' + '; '.join(
+            f'{what} {str(path)!r} not found: get it from {release or "where it was trained"}, put it in {path.parent}'
+            for what, path, release in missing))
+
+
+def check_arguments(args, parser) -> None:
+    """Usage errors (exit 2), found from the arguments alone."""
     if args.upscale < 1:
         parser.error(f'--upscale must be >= 1, got {args.upscale}')
     if args.segment_frames < 1:
@@ -238,9 +298,16 @@ def _settings(args, parser) -> RestoreSettings:
         parser.error(f'--fidelity must be in [0, 1], got {args.fidelity}')
     if not 0 < args.mask_ema <= 1:
         parser.error(f'--mask-ema must be in (0, 1], got {args.mask_ema}')
+
+
+def _settings(args):
+    from vfsr_restore.media import EncoderSettings
+    from vfsr_restore.pipeline import RestoreSettings
+
     network_opt = read_network_opt(args.opt)
     extra = {'network_g': network_opt, 'weights': args.weights, 'weights_dir': args.weights_dir,
-             'random_weights': args.random_weights, 'fidelity': args.fidelity, 'max_length': args.max_length,
+             'random_weights': args.random_weights, 'seed': args.seed, 'fidelity': args.fidelity,
+             'max_length': args.max_length,
              'keep_restart': args.keep_restart, 'precision': args.precision, 'compile': args.compile,
              'background_weights': args.background_weights, 'background_tile': args.background_tile,
              'mask': args.mask, 'mask_weights': args.mask_weights, 'mask_ema': args.mask_ema}
@@ -254,7 +321,9 @@ def _settings(args, parser) -> RestoreSettings:
         debug=args.debug, fingerprint_extra=extra)
 
 
-def _networks(args, settings: RestoreSettings):
+def _networks(args, settings):
+    import torch
+
     from vfsr_restore.face_detection import build_face_detector
     from vfsr_restore.face_mask import build_face_mask
     from vfsr_restore.restorers import build_restorer
@@ -262,6 +331,7 @@ def _networks(args, settings: RestoreSettings):
 
     FaceSelection(settings.faces)  # checks the --faces value before anything is loaded
     device = resolve_device(args.device)
+    torch.manual_seed(args.seed)  # --random-weights: the same network in every run
     detector = build_face_detector(settings.detector, args.weights_dir, device, batch_size=settings.detector_batch,
                                    min_score=settings.min_score)
     extra = settings.fingerprint_extra

@@ -149,11 +149,10 @@ class RetinaFaceDetector(FaceDetector):
 
         # Built here rather than by facexlib's init_detection_model so that the file goes through vfsr's loader:
         # a wrong or unsafe file is one line saying what it is, never PyTorch's raw error.
-        weights_dir = Path(weights_dir)
-        folder = weights_dir / 'facexlib' if (weights_dir / 'facexlib').is_dir() else weights_dir
+        weights = detector_weights('retinaface', weights_dir)
         self.net = RetinaFace(network_name='resnet50', half=False, device=self.device)
-        load_network_weights(self.net, folder / RETINAFACE_WEIGHTS, wrapper_keys=(), what='RetinaFace weights',
-                             published_at=f'{RETINAFACE_RELEASE} (put it in {folder})')
+        load_network_weights(self.net, weights, wrapper_keys=(), what='RetinaFace weights',
+                             published_at=f'{RETINAFACE_RELEASE} (put it in {weights.parent})')
         self.net.eval().to(self.device)
 
     def detect_batch(self, images):
@@ -163,6 +162,15 @@ class RetinaFaceDetector(FaceDetector):
                               landmarks=np.asarray(points, dtype=np.float32).reshape(5, 2), score=float(box[4]))
                  for box, points in zip(frame_boxes, frame_points)]
                 for frame_boxes, frame_points in zip(boxes, landmarks)]
+
+
+def detector_weights(name: str, weights_dir='weights') -> Path | None:
+    """The weights file detector ``name`` reads: RetinaFace's in ``weights_dir``/facexlib (or ``weights_dir``);
+    None for MTCNN, whose weights ship inside facenet-pytorch."""
+    if name != 'retinaface':
+        return None
+    weights_dir = Path(weights_dir)
+    return (weights_dir / 'facexlib' if (weights_dir / 'facexlib').is_dir() else weights_dir) / RETINAFACE_WEIGHTS
 
 
 def build_face_detector(name: str = 'mtcnn', weights_dir='weights', device='cpu', **kwargs) -> FaceDetector:

@@ -107,8 +107,16 @@ def build_face_mask(kind: str = 'template', weights: str | Path | None = None, w
         return TemplateMask()
     if kind != 'parsing':
         raise ValueError(f'--mask {kind!r}: choose template or parsing')
-    if weights is None:
-        folder = Path(weights_dir)
-        weights = folder / 'facexlib' / PARSING_WEIGHTS
-        weights = weights if weights.is_file() or not (folder / PARSING_WEIGHTS).is_file() else folder / PARSING_WEIGHTS
-    return ParsingMask(weights, device, ema)
+    return ParsingMask(mask_weights(kind, weights, weights_dir), device, ema)
+
+
+def mask_weights(kind: str, weights: str | Path | None = None, weights_dir: str | Path = 'weights') -> Path | None:
+    """The weights file mask ``kind`` reads: ``weights``, else ``parsing_parsenet.pth`` in ``weights_dir``/facexlib
+    (or ``weights_dir``); None for the template."""
+    if kind != 'parsing':
+        return None
+    if weights is not None:
+        return Path(weights)
+    folder = Path(weights_dir)
+    nested = folder / 'facexlib' / PARSING_WEIGHTS
+    return nested if nested.is_file() or not (folder / PARSING_WEIGHTS).is_file() else folder / PARSING_WEIGHTS

@@ -283,6 +283,16 @@ def build_network(network_opt: dict, weights: str | Path | None, published_at: s
     return net
 
 
+def restorer_weights(model: str, weights: str | Path | None = None,
+                     weights_dir: str | Path = 'weights') -> tuple[Path | None, str | None]:
+    """The weights file ``model`` reads (``weights``, else its official file under ``weights_dir``) and where it is
+    published; (None, None) for the identity model."""
+    if model not in OFFICIAL_MODELS:
+        return (None if weights is None else Path(weights)), None
+    _, official_file, published_at = OFFICIAL_MODELS[model]
+    return Path(weights) if weights is not None else Path(weights_dir) / official_file, published_at
+
+
 def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights: str | Path | None = None,
                    weights_dir: str | Path = 'weights', device='cpu', precision: str = 'fp32',
                    fidelity: float = 0.5, max_length: int = 20, keep_restart: bool = False,
@@ -295,12 +305,8 @@ def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights
         return IdentityRestorer(device=device, precision=precision)
     if model not in OFFICIAL_MODELS:
         raise ValueError(f'--model {model!r}: choose from {", ".join([*OFFICIAL_MODELS, "identity"])}')
-    official_opt, official_file, published_at = OFFICIAL_MODELS[model]
-    network_opt = network_opt or official_opt
-    if random_weights:
-        weights = None
-    elif weights is None:
-        weights = Path(weights_dir) / official_file
+    network_opt = network_opt or OFFICIAL_MODELS[model][0]
+    weights, published_at = (None, None) if random_weights else restorer_weights(model, weights, weights_dir)
     net = compile_network(build_network(network_opt, weights, published_at, device), compile)
     kwargs = {'device': device, 'precision': precision}
     network_type = network_opt['type']
