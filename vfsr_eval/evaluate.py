@@ -45,7 +45,7 @@ from vfsr_arch.checkpoint import CheckpointError
 from vfsr_data.clip_frames import IMAGE_EXTENSIONS
 from vfsr_eval.clip_scoring import ClipInputError, ClipScores, score_clip
 from vfsr_eval.metric_presets import METRIC_PRESETS
-from vfsr_eval.metrics_file import metrics_record, strict_json, write_json_atomically
+from vfsr_eval.metrics_file import format_number, metrics_record, strict_json, write_json_atomically
 
 
 class EvaluationError(ValueError):
@@ -270,18 +270,6 @@ def summary_rows(evaluation: Evaluation, records: dict[str, dict]) -> tuple[list
                 reasons.insert(0, evaluation.notes[(method, clip)])
             rows.append({'method': method, 'clip': clip, **values, 'note': '; '.join(reasons)})
     return names, rows
-
-
-def format_number(value: float | None, decimals: int = 4) -> str:
-    """``decimals`` places, or 3 significant figures where those would show fewer (4.7e-05, never 0.0000);
-    ``undefined`` for None (a value that is not finite)."""
-    if value is None:
-        return 'undefined'
-    if value == 0:
-        return '0'
-    if abs(value) < 10 ** (2 - decimals):
-        return f'{value:#.3g}'
-    return f'{value:.{decimals}f}'
 
 
 def markdown_table(names: list[str], rows: list[dict], gaps: dict[str, list[str]]) -> str:

@@ -55,6 +55,18 @@ def metrics_record(dataset: str, current_iter, clip_scores: Sequence[ClipScores]
     return record
 
 
+def format_number(value: float | None, decimals: int = 4) -> str:
+    """``decimals`` places, or 3 significant figures where those would show fewer (4.7e-05, never 0.0000);
+    ``undefined`` for None (a value that is not finite)."""
+    if value is None:
+        return 'undefined'
+    if value == 0:
+        return '0'
+    if abs(value) < 10 ** (2 - decimals):
+        return f'{value:#.3g}'
+    return f'{value:.{decimals}f}'
+
+
 def strict_json(data) -> str:
     """``data`` as standard JSON (no Infinity or NaN: a ValueError if one slipped through), indented."""
     return json.dumps(data, indent=2, allow_nan=False) + '\n'
