@@ -26,7 +26,7 @@ def test_tables_print_paper_and_ours_with_missing_rows(tmp_path, capsys):
     edvr = write_metrics(tmp_path / 'elsewhere.json', dict(KEEP_OURS, psnr=26.0))
     assert main(['--root', str(tmp_path), '--run', f'keep:EDVR={edvr}']) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert ('| VidFace | 30.94 | 30.12 | 0.9181 | 0.8765 | 26.35 | missing | 0.8076 | missing | 29.46 | 1.0000 | '
+    assert ('| VidFace | 30.94 | 30.12 | 0.9181 | 0.8765 | 26.35 | missing | 0.8076 | missing | 29.46 | 1.00 | '
             '0.9026 | missing | 24.89 | missing | 0.7795 | missing |') in lines
     assert ('| Bicubic | 25.72 | missing | 0.7914 | missing | 23.86 | missing | 0.7029 | missing | 24.31 | missing | '
             '0.7631 | missing | 22.44 | missing | 0.6647 | missing |') in lines
