@@ -107,7 +107,8 @@ def keep_row(method: str, cells: str, *extra_runs: str) -> Row:
     return Row(method, tuple(cells.split()), {'VFHQ-Test': runs})
 
 
-KEEP_RUNS = ('results/test_keep_vfhq/metrics_VFHQ-Test-easy.json', )
+KEEP_ROW = keep_row('KEEP', '27.9994 0.8267 0.1619 0.7960 8.8182 3.6866 3.2538',
+                    'results/test_keep_vfhq/metrics_VFHQ-Test-easy.json')
 KEEP_NOTES = (
     'Colour space: the paper does not say whether PSNR / SSIM are on Y or RGB; ours are on RGB (psnr, ssim).',
     'Split: the paper does not say which degradation level (or all) its Table 1 uses; the official KEEP code '
@@ -138,7 +139,7 @@ KEEP_TABLE_1 = PaperTable(
                  'experiments/train_BasicVSR_VFHQ/metrics_VFHQ-Test-easy.json'),
         keep_row('BasicVSR++', '27.1996 0.8057 0.1958 0.7641 11.3136 5.2543 4.6425',
                  'experiments/train_BasicVSRPP_VFHQ/metrics_VFHQ-Test-easy.json'),
-        keep_row('KEEP', '27.9994 0.8267 0.1619 0.7960 8.8182 3.6866 3.2538', *KEEP_RUNS),
+        KEEP_ROW,
     ),
     notes=(*KEEP_NOTES,
            'GPEN, GFPGAN and RestoreFormer are not implemented in vfsr: score their restored clips with '
@@ -152,7 +153,7 @@ KEEP_TABLE_3 = PaperTable(
     rows=(
         Row('w/o CFA', ('0.1621', '0.7970', '8.9029')),
         Row('w/o KFN', ('0.1721', '0.7773', '9.1952')),
-        Row('full model', ('0.1619', '0.7960', '8.8182'), {'VFHQ-Test': KEEP_RUNS}),
+        Row('full model', ('0.1619', '0.7960', '8.8182'), KEEP_ROW.runs),
     ),
     notes=('Settings as in KEEP Table 1 (its notes apply). The full model is KEEP\'s run; the variants without '
            'cross-frame attention (CFA) or the Kalman filter network (KFN) have no option file in vfsr: give their '
