@@ -269,7 +269,7 @@ def test_markdown_keeps_three_significant_figures_of_small_values(random_frames,
     write_clip(tmp_path / 'method' / 'clip', {f'{n}.png': np.clip(still.astype(int) + n % 2, 0, 255).astype(np.uint8)
                                               for n in range(3)})
     metrics = tmp_path / 'metrics.yml'
-    metrics.write_text('metrics:\n  warping_error: {type: calculate_warping_error, occlusion_mask: none}\n')
+    metrics.write_text('metrics:\n  warping_error: {type: calculate_warping_error}\n')
     code, printed, err = run_main([f'--method=m={tmp_path / "method"}', '--output', str(tmp_path / 'out'),
                                    '--metrics', str(metrics)], capsys)
     assert code == 0, err
