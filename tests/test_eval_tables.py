@@ -5,7 +5,7 @@ import json
 import re
 
 import pytest
-from conftest import SHARED_DIR, TEST_DATA_DIR, run_python
+from conftest import REPO_ROOT, SHARED_DIR, TEST_DATA_DIR, run_python
 
 from vfsr_eval.tables import main
 
@@ -120,3 +120,16 @@ def test_undefined_and_small_figures_of_ours(tmp_path, capsys):
     assert main(['--root', str(tmp_path), '--table', 'keep']) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith('| KEEP |'))
     assert row.startswith('| KEEP | 27.9994 | undefined | 0.8267 | 0.8300 | 0.1619 | 4.70e-05 |')
+
+
+def test_the_commands_of_docs_evaluate_run_as_written(tmp_path):
+    """Every command of docs/evaluate.md's bash blocks not marked ``<!-- not run by tests: why -->``, each in a fresh
+    process, from a folder holding no runs: it prints every table it names."""
+    from test_readme import shell_commands
+
+    commands = shell_commands((REPO_ROOT / 'docs' / 'evaluate.md').read_text())
+    assert commands, 'docs/evaluate.md has no command that runs without data'
+    for words in commands:
+        assert words[:3] == ['python', '-m', 'vfsr_eval.tables'], f'not a command this test knows: {words}'
+        printed = run_python(tmp_path, *words[1:]).stdout
+        assert printed.count('### ') == (words.count('--table') or 4) and 'no run of ours found' in printed, words
