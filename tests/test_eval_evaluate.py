@@ -306,3 +306,19 @@ def test_ctrl_c_stops_with_one_line_and_exit_code_130(random_frames, tmp_path):
     lines = [line for line in rest.replace('\r', '\n').splitlines() if line.strip() and '%|' not in line]
     assert lines == ['vfsr-evaluate: interrupted; nothing written'], rest
     assert not (tmp_path / 'out').exists()
+
+
+def test_frame_names_without_a_number_or_with_the_same_number_are_errors(random_frames, tmp_path):
+    from vfsr_eval.evaluate import EvaluationError, clip_frames
+
+    write_clip(tmp_path / 'ok', {'00000003_500000.png': random_frames[0], 'frame_10.png': random_frames[1],
+                                 '2.jpg': random_frames[2]})
+    (tmp_path / 'ok' / 'notes.txt').write_text('not a frame')
+    assert {n: path.name for n, path in clip_frames(tmp_path / 'ok').items()} == {
+        2: '2.jpg', 3: '00000003_500000.png', 10: 'frame_10.png'}
+    write_clip(tmp_path / 'nameless', {'first.png': random_frames[0]})
+    with pytest.raises(EvaluationError, match=r'nameless: frame first.png has no number in its name'):
+        clip_frames(tmp_path / 'nameless')
+    write_clip(tmp_path / 'twice', {'1.png': random_frames[0], '01.jpg': random_frames[1]})
+    with pytest.raises(EvaluationError, match=r'twice: frames 01.jpg and 1.png have the same number 1'):
+        clip_frames(tmp_path / 'twice')

@@ -62,13 +62,14 @@ def clip_frames(folder: Path) -> dict[int, Path]:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
-        number = FRAME_NUMBER.search(path.stem)
-        if number is None:
+        match = FRAME_NUMBER.search(path.stem)
+        if match is None:
             raise EvaluationError(f'{folder}: frame {path.name} has no number in its name (frames are paired by it)')
-        if int(number.group()) in frames:
-            raise EvaluationError(f'{folder}: frames {frames[int(number.group())].name} and {path.name} have the '
-                                  f'same number {int(number.group())}')
-        frames[int(number.group())] = path
+        number = int(match.group())
+        if number in frames:
+            raise EvaluationError(f'{folder}: frames {frames[number].name} and {path.name} have the same number '
+                                  f'{number}')
+        frames[number] = path
     return dict(sorted(frames.items()))
 
 
