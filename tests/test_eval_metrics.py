@@ -2,6 +2,8 @@
 ``calculate_metric``. Networks that need weights (LPIPS, ArcFace) load random weights the tests write in the real
 files' layout, through the real loading path; the face detector is vfsr_restore's MTCNN (its weights ship with
 facenet-pytorch)."""
+import json
+
 import vfsr_compat  # noqa: F401  (before basicsr)
 
 import cv2
@@ -342,3 +344,19 @@ def test_score_clip_refuses_missing_frames_other_sizes_and_faceless_frames(face)
 def test_clip_metrics_refuse_a_single_image(face):
     with pytest.raises(ClipInputError, match='scores whole clips'):
         metric('calculate_warping_error', face)
+
+
+def test_metrics_file_of_validation_and_test_py_is_standard_json(tmp_path):
+    from vfsr_eval.clip_scoring import ClipScores
+    from vfsr_eval.metrics_file import write_metrics_file
+
+    def refuse(name):
+        raise ValueError(f'not standard JSON: {name}')
+
+    clips = [ClipScores('a', {'psnr': float('inf'), 'sigma': float('nan')}, undefined={'psnr': 'identical frames'}),
+             ClipScores('b', {'psnr': 30.0, 'sigma': 0.5})]
+    record = json.loads(write_metrics_file(tmp_path, 'set', 100, clips).read_text(), parse_constant=refuse)
+    assert record['clips'] == {'a': {'psnr': None, 'sigma': None}, 'b': {'psnr': 30.0, 'sigma': 0.5}}
+    assert record['metrics'] == {'psnr': None, 'sigma': None} and record['std'] == {'psnr': None, 'sigma': None}
+    assert record['undefined']['clips'] == {'a': {'psnr': 'identical frames', 'sigma': 'nan'}}
+    assert record['undefined']['metrics']['psnr'] == '1 of 2 clips have no finite value (a: identical frames)'
