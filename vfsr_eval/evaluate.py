@@ -2,9 +2,12 @@
 with the reference-free metrics alone) and write a table per method and per clip.
 
 Layout: one folder per method and one for the ground truth, each holding one sub-folder per clip of frame images
-(what ``test.py`` with ``val.save_img`` or ``vfsr-restore`` writes). A method's frames are matched to the ground
-truth's in sorted file-name order, so names may differ (``00000000_<run>.png`` vs ``00000000.png``); a clip with
-fewer or more frames, or a frame of another size, is an error naming the clip and the frame. Examples::
+(what ``test.py`` with ``val.save_img`` or ``vfsr-restore`` writes). A method's frames are paired with the ground
+truth's by the first number in their names, so names may differ (``00000003_<run>.png``, ``3.png`` and
+``00000003.png`` are all frame 3). Whatever does not pair is an error naming the method, the clip and the frames: a
+frame on one side only, an empty clip folder on either side, a clip on one side only; ``--allow-missing`` scores
+what both sides have instead and lists what was left out under the table. A frame of another size is an error too.
+Examples::
 
     vfsr-evaluate --gt datasets/VFHQ-Test/gt --method KEEP=results/test_keep_vfhq/visualization/VFHQ-Test-easy \\
         --method EDVR=results/test_edvr_vfhq/visualization/VFHQ-Test-easy --metrics keep,temporal \\
@@ -15,13 +18,17 @@ Output folder (written whole or not at all): ``metrics_<method>.json`` (the form
 ``python -m vfsr_eval.tables``), ``table.md`` / ``table.csv`` / ``table.json`` (mean and standard deviation over
 clips per method, then every clip), and with ``--plot`` PNGs in ``plots/``: per-frame curves of each frame metric,
 one line per method, and the KEEP paper's flicker picture (a vertical line of pixels from every frame, side by side).
+The JSON files are standard JSON: a value that is not a finite number (PSNR of identical frames) is null, with why
+under ``undefined`` (metrics files) or in the row's ``note`` (tables; an empty cell in the CSV). Ctrl-C stops with
+exit code 130 and writes nothing.
 """
 import argparse
 import csv
 import inspect
 import io
-import json
+import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -36,43 +43,129 @@ import vfsr_eval  # noqa: F401  (registers the metrics)
 from datasets_prep.atomic_output import atomic_directory
 from vfsr_arch.checkpoint import CheckpointError
 from vfsr_data.clip_frames import IMAGE_EXTENSIONS
-from vfsr_eval.clip_scoring import ClipInputError, ClipScores, average_over_clips, score_clip
+from vfsr_eval.clip_scoring import ClipInputError, ClipScores, score_clip
 from vfsr_eval.metric_presets import METRIC_PRESETS
-from vfsr_eval.metrics_file import metrics_record, write_json_atomically
+from vfsr_eval.metrics_file import format_number, metrics_record, strict_json, write_json_atomically
 
 
 class EvaluationError(ValueError):
     """A problem with the command line or the data, reported in one line."""
 
 
-def frame_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS)
+FRAME_NUMBER = re.compile(r'\d+')
 
 
-def clip_names(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        raise EvaluationError(f'{folder}: not a folder')
-    names = sorted(path.name for path in folder.iterdir() if path.is_dir() and frame_files(path))
-    if not names:
-        raise EvaluationError(f'{folder}: no clip folders with frame images')
-    return names
+def clip_frames(folder: Path) -> dict[int, Path]:
+    """The frame images of a clip folder by the number in their names (the first number: ``00000003_500000.png``,
+    ``frame_3.png`` and ``3.jpg`` are frame 3), in number order."""
+    frames = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        match = FRAME_NUMBER.search(path.stem)
+        if match is None:
+            raise EvaluationError(f'{folder}: frame {path.name} has no number in its name (frames are paired by it)')
+        number = int(match.group())
+        if number in frames:
+            raise EvaluationError(f'{folder}: frames {frames[number].name} and {path.name} have the same number '
+                                  f'{number}')
+        frames[number] = path
+    return dict(sorted(frames.items()))
 
 
-def read_frames(folder: Path, count: int | None = None, reference_names: list[str] | None = None) -> list[np.ndarray]:
-    """The frames of one clip folder (BGR uint8). With ``count``, the clip must have exactly that many frames."""
-    files = frame_files(folder)
-    if count is not None and len(files) != count:
-        missing = reference_names[len(files)] if len(files) < count else files[count].name
-        what = 'missing from' if len(files) < count else 'has no ground truth in'
-        raise EvaluationError(f'{folder}: {len(files)} frames for {count} ground-truth frames (frame {missing} '
-                              f'{what} the restored clip)')
-    frames = []
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise EvaluationError(f'{path}: not a readable image')
-        frames.append(image)
-    return frames
+def clip_folders(root: Path) -> dict[str, Path]:
+    """Every sub-folder of ``root`` is a clip, empty ones included (they are reported, never dropped)."""
+    if not root.is_dir():
+        raise EvaluationError(f'{root}: not a folder')
+    clips = {path.name: path for path in sorted(root.iterdir()) if path.is_dir() and not path.name.startswith('.')}
+    if not clips:
+        raise EvaluationError(f'{root}: no clip folders')
+    return clips
+
+
+def read_frames(folder: Path) -> list[np.ndarray]:
+    """The frames of one clip folder (BGR uint8) in the order of their numbers."""
+    return [read_image(path) for path in clip_frames(folder).values()]
+
+
+def read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EvaluationError(f'{path}: not a readable image')
+    return image
+
+
+def frame_list(files: dict[int, Path], numbers) -> str:
+    """Names of the frames ``numbers`` (the first five, then how many in all)."""
+    names = [files[number].name for number in sorted(numbers)]
+    return ', '.join(names[:5]) + (f' ... ({len(names)} frames)' if len(names) > 5 else '')
+
+
+@dataclass
+class ClipJob:
+    """One clip of one method to score: its frames and the ground truth's, paired by number."""
+
+    method: str
+    clip: str
+    frames: dict[int, Path]
+    references: dict[int, Path] | None
+    note: str = ''  # what --allow-missing left out of this clip
+
+
+def pair_clip(method: str, clip: str, folder: Path, gt_folder: Path | None) -> tuple[ClipJob | None, str]:
+    """The frames of ``clip`` both sides have, and what does not pair (empty when everything does)."""
+    frames = clip_frames(folder)
+    if gt_folder is None:
+        return (ClipJob(method, clip, frames, None), '') if frames else (None, f'{folder} has no frame images')
+    references = clip_frames(gt_folder)
+    if not references:
+        return None, f'the ground-truth clip folder {gt_folder} has no frame images'
+    if not frames:
+        return None, f'{folder} has no frame images for the {len(references)} ground-truth frames'
+    missing, extra = references.keys() - frames.keys(), frames.keys() - references.keys()
+    problems = []
+    if missing:
+        problems.append(f'ground-truth frame {frame_list(references, missing)} missing from {folder}')
+    if extra:
+        problems.append(f'frame {frame_list(frames, extra)} of {folder} has no ground truth')
+    common = sorted(references.keys() & frames.keys())
+    if not common:
+        return None, '; '.join(problems + ['no frame number in common'])
+    job = ClipJob(method, clip, {n: frames[n] for n in common}, {n: references[n] for n in common})
+    if problems:
+        job.note = f'{len(common)} of {len(references)} ground-truth frames scored'
+    return job, '; '.join(problems)
+
+
+def plan(methods: dict[str, Path], gt_root: Path | None, allow_missing: bool) -> tuple[list[ClipJob], dict]:
+    """The clip jobs, and per method what does not pair ({method: [line]}). Without ``allow_missing`` the first
+    thing that does not pair is an error naming the method, the clip and the frames."""
+    jobs, gaps = [], {method: [] for method in methods}
+    reference_clips = None if gt_root is None else clip_folders(gt_root)
+    for method, root in methods.items():
+        clips = clip_folders(root)
+        names = list(clips) if reference_clips is None else list(dict.fromkeys([*reference_clips, *clips]))
+        for clip in names:
+            if clip not in clips:
+                problem = f'missing from {root} (the ground truth has it)'
+                job = None
+            elif reference_clips is not None and clip not in reference_clips:
+                problem = f'no ground truth in {gt_root}'
+                job = None
+            else:
+                job, problem = pair_clip(method, clip, clips[clip],
+                                         None if reference_clips is None else reference_clips[clip])
+            if problem:
+                if not allow_missing:
+                    raise EvaluationError(f'{method}: clip {clip}: {problem} (--allow-missing scores what both sides '
+                                          'have)')
+                gaps[method].append(f'{clip}: {problem}' + ('' if job else ' (not scored)'))
+            if job:
+                jobs.append(job)
+        if not any(job.method == method for job in jobs):
+            raise EvaluationError(f'{method}: no clip of {root} could be scored')
+    jobs.sort(key=lambda job: job.clip)  # each ground-truth clip is read once
+    return jobs, gaps
 
 
 def parse_methods(entries: list[str]) -> dict[str, Path]:
@@ -113,91 +206,117 @@ def parse_metrics(spec: str) -> dict:
     return metrics
 
 
+@dataclass
+class Evaluation:
+    """Every method's clip scores, and what --allow-missing left out: per method one line per clip that did not
+    pair, and per scored clip a note when only part of it was scored."""
+
+    results: dict[str, list[ClipScores]]
+    gaps: dict[str, list[str]] = field(default_factory=dict)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
 def evaluate(methods: dict[str, Path], gt_root: Path | None, metrics: dict, device: str | None = None,
-             progress: bool = True) -> dict[str, list[ClipScores]]:
-    """Score every clip of every method: {method: [ClipScores per clip]}."""
+             progress: bool = True, allow_missing: bool = False) -> Evaluation:
+    """Score every clip of every method, frames paired with the ground truth's by the number in their names."""
     if device:
         metrics = {name: dict(opt, device=device) if 'device' in signature_keys(opt['type']) else opt
                    for name, opt in metrics.items()}
-    method_clips = {method: clip_names(folder) for method, folder in methods.items()}
-    if gt_root is None:
-        jobs = [(method, clip) for method, clips in method_clips.items() for clip in clips]
-    else:
-        reference_clips = clip_names(gt_root)
-        for method, clips in method_clips.items():
-            missing = sorted(set(reference_clips) - set(clips))
-            if missing:
-                raise EvaluationError(f'{method}: clip {missing[0]} of the ground truth is missing from '
-                                      f'{methods[method]}')
-        jobs = [(method, clip) for clip in reference_clips for method in methods]  # each GT clip is read once
-    results: dict[str, list[ClipScores]] = {method: [] for method in methods}
-    reference_clip, reference_names, references = None, None, None
-    for method, clip in tqdm(jobs, desc='vfsr-evaluate', unit='clip', disable=not progress):
-        if gt_root is not None and clip != reference_clip:
-            reference_clip = clip
-            reference_names = [path.name for path in frame_files(gt_root / clip)]
-            references = read_frames(gt_root / clip)
-        count = None if references is None else len(references)
-        frames = read_frames(methods[method] / clip, count, reference_names)
+    jobs, gaps = plan(methods, gt_root, allow_missing)
+    evaluation = Evaluation({method: [] for method in methods}, gaps)
+    reference_clip, references = None, {}
+    for job in tqdm(jobs, desc='vfsr-evaluate', unit='clip', disable=not progress):
+        if job.references is not None and job.clip != reference_clip:
+            reference_clip, references = job.clip, {}
+        if job.references is not None:
+            references.update({n: read_image(path) for n, path in job.references.items() if n not in references})
+        numbers = list(job.frames)
+        frames = [read_image(job.frames[n]) for n in numbers]
+        clip_references = None if job.references is None else [references[n] for n in numbers]
         try:
-            results[method].append(score_clip(frames, references, metrics, clip))
+            evaluation.results[job.method].append(score_clip(frames, clip_references, metrics, job.clip, numbers))
         except ClipInputError as error:  # it starts with the clip's name
-            raise EvaluationError(f'{method}/{error}') from None
-    return results
+            raise EvaluationError(f'{job.method}/{error}') from None
+        if job.note:
+            evaluation.notes[(job.method, job.clip)] = job.note
+    return evaluation
 
 
 def signature_keys(metric_type: str) -> set[str]:
     return set(inspect.signature(METRIC_REGISTRY.get(metric_type)).parameters)
 
 
-def summary_rows(results: dict[str, list[ClipScores]]) -> tuple[list[str], list[dict]]:
-    """Metric names and table rows: per method the mean and std over clips, then each clip's values."""
-    names = list(dict.fromkeys(name for scores in results.values() for clip in scores for name in clip.values))
+def summary_rows(evaluation: Evaluation, records: dict[str, dict]) -> tuple[list[str], list[dict]]:
+    """Metric names and table rows from the methods' metrics records: per method the mean and std over clips, then
+    each clip's values. A value that is not finite is None; the row's ``note`` says why, and what --allow-missing
+    left out."""
+    names = list(dict.fromkeys(name for record in records.values() for name in record['metrics']))
     rows = []
-    for method, scores in results.items():
-        summary = average_over_clips(scores)
-        rows.append({'method': method, 'clip': 'mean', **{n: summary[n]['mean'] for n in names if n in summary}})
-        rows.append({'method': method, 'clip': 'std', **{n: summary[n]['std'] for n in names if n in summary}})
-    for method, scores in results.items():
-        rows.extend({'method': method, 'clip': clip.clip, **clip.values} for clip in scores)
+    for method, record in records.items():
+        undefined = record.get('undefined', {})
+        skipped = len(evaluation.gaps.get(method, ())) - sum(key[0] == method for key in evaluation.notes)
+        coverage = f'scored {record["num_clips"]} clips, {skipped} not scored' if skipped > 0 else ''
+        for kind in ('metrics', 'std'):
+            reasons = [f'{name}: {why}' for name, why in undefined.get(kind, {}).items()]
+            if kind == 'metrics' and coverage:
+                reasons.insert(0, coverage)
+            rows.append({'method': method, 'clip': 'mean' if kind == 'metrics' else 'std',
+                         **{name: record[kind].get(name) for name in names if name in record[kind]},
+                         'note': '; '.join(reasons)})
+    for method, record in records.items():
+        undefined = record.get('undefined', {}).get('clips', {})
+        for clip, values in record['clips'].items():
+            reasons = [f'{name}: {why}' for name, why in undefined.get(clip, {}).items()]
+            if (method, clip) in evaluation.notes:
+                reasons.insert(0, evaluation.notes[(method, clip)])
+            rows.append({'method': method, 'clip': clip, **values, 'note': '; '.join(reasons)})
     return names, rows
 
 
-def markdown_table(names: list[str], rows: list[dict]) -> str:
-    lines = ['| method | clip | ' + ' | '.join(names) + ' |', '|---|---|' + '---|' * len(names)]
+def markdown_table(names: list[str], rows: list[dict], gaps: dict[str, list[str]]) -> str:
+    lines = ['| method | clip | ' + ' | '.join(names) + ' | note |', '|---|---|' + '---|' * len(names) + '---|']
     for row in rows:
-        cells = [f'{row[name]:.4f}' if name in row else '' for name in names]
+        cells = [format_number(row[name]) if name in row else '' for name in names]
         clip = f'**{row["clip"]}**' if row['clip'] in ('mean', 'std') else row['clip']
-        lines.append(f'| {row["method"]} | {clip} | ' + ' | '.join(cells) + ' |')
+        lines.append(f'| {row["method"]} | {clip} | ' + ' | '.join(cells) + f' | {row["note"]} |')
+    missing = [f'- {method} / {gap}' for method, method_gaps in gaps.items() for gap in method_gaps]
+    if missing:
+        lines += ['', '--allow-missing: only what both sides have was scored; left out:', *missing]
     return '\n'.join(lines) + '\n'
 
 
 def csv_table(names: list[str], rows: list[dict]) -> str:
+    """Empty cells where a value is not finite (the ``note`` column says why)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=['method', 'clip', *names], lineterminator='\n')
+    writer = csv.DictWriter(buffer, fieldnames=['method', 'clip', *names, 'note'], lineterminator='\n')
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: '' if value is None else value for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 
-def write_outputs(output: Path, results: dict[str, list[ClipScores]], dataset: str, methods: dict[str, Path],
+def write_outputs(output: Path, evaluation: Evaluation, dataset: str, methods: dict[str, Path],
                   gt_root: Path | None, plot: bool, slice_position: float, overwrite: bool) -> str:
     """Write every output into ``output`` atomically; returns the Markdown table."""
-    names, rows = summary_rows(results)
-    table = markdown_table(names, rows)
+    records = {}
+    for method, scores in evaluation.results.items():
+        records[method] = dict(metrics_record(dataset, None, scores), method=method)
+        if evaluation.gaps.get(method):
+            records[method]['not_scored'] = evaluation.gaps[method]
+    names, rows = summary_rows(evaluation, records)
+    table = markdown_table(names, rows, evaluation.gaps)
     with atomic_directory(output, overwrite=overwrite) as partial:
         partial.mkdir()
-        for method, scores in results.items():
-            record = dict(metrics_record(dataset, None, scores), method=method)
+        for method, record in records.items():
             write_json_atomically(partial / f'metrics_{method}.json', record)
         (partial / 'table.md').write_text(table)
         (partial / 'table.csv').write_text(csv_table(names, rows))
-        (partial / 'table.json').write_text(json.dumps({'dataset': dataset, 'metrics': names, 'rows': rows},
-                                                       indent=2) + '\n')
+        gaps = {method: lines for method, lines in evaluation.gaps.items() if lines}
+        (partial / 'table.json').write_text(strict_json({'dataset': dataset, 'metrics': names, 'rows': rows,
+                                                         'not_scored': gaps}))
         if plot:
             from vfsr_eval.plots import write_plots
 
-            write_plots(partial / 'plots', results, methods, gt_root, slice_position)
+            write_plots(partial / 'plots', evaluation.results, methods, gt_root, slice_position)
     return table
 
 
@@ -216,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--plot', action='store_true', help='also write PNG curves and flicker pictures')
     parser.add_argument('--slice-position', type=float, default=0.5,
                         help='x of the flicker picture\'s pixel column, as a fraction of the width (default 0.5)')
+    parser.add_argument('--allow-missing', action='store_true',
+                        help='score the clips and frames both sides have instead of stopping at the first that '
+                        'does not pair; the tables list what was left out')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output folder when done')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
     return parser
@@ -232,14 +354,18 @@ def main(argv: list[str] | None = None) -> int:
             raise EvaluationError(f'{output} already exists; remove it or pass --overwrite')
         if not 0 <= args.slice_position <= 1:
             raise EvaluationError('--slice-position must be between 0 and 1')
-        results = evaluate(methods, gt_root, metrics, args.device, progress=not args.no_progress)
-        if not any(clip.values for scores in results.values() for clip in scores):
+        evaluation = evaluate(methods, gt_root, metrics, args.device, progress=not args.no_progress,
+                              allow_missing=args.allow_missing)
+        if not any(clip.values for scores in evaluation.results.values() for clip in scores):
             raise EvaluationError('no metric could be computed (reference metrics need --gt)')
-        table = write_outputs(output, results, args.dataset, methods, gt_root, args.plot, args.slice_position,
+        table = write_outputs(output, evaluation, args.dataset, methods, gt_root, args.plot, args.slice_position,
                               args.overwrite)
     except (EvaluationError, CheckpointError, FileNotFoundError) as error:
         print(f'vfsr-evaluate: error: {error}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the output folder is not written (atomic_directory removes the partial one)
+        print('\nvfsr-evaluate: interrupted; nothing written', file=sys.stderr)
+        return 130
     print(table, end='')
     return 0
 

@@ -33,7 +33,7 @@ def plot_curves(path: Path, clip: str, method_scores: dict[str, ClipScores]) -> 
     for axis, name in zip(axes[:, 0], names):
         for method, scores in method_scores.items():
             if name in scores.per_frame:
-                axis.plot(scores.per_frame[name], marker='.', label=method)
+                axis.plot(scores.frames, scores.per_frame[name], marker='.', label=method)
         axis.set_ylabel(name)
         axis.grid(alpha=0.3)
     axes[0, 0].set_title(f'{clip}: per-frame metrics')
@@ -60,7 +60,7 @@ def plot_flicker(path: Path, clip: str, slices: dict[str, np.ndarray], slice_pos
 def write_plots(folder: Path, results: dict[str, list[ClipScores]], methods: dict[str, Path], gt_root: Path | None,
                 slice_position: float) -> None:
     """Curves and flicker pictures of every clip; ``results`` as :func:`vfsr_eval.evaluate.evaluate` returns,
-    ``methods`` the folders of the methods' clips."""
+    ``methods`` the folders of the methods' clips (frames in the order of their numbers)."""
     from vfsr_eval.evaluate import read_frames
 
     folder.mkdir(parents=True)

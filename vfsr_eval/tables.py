@@ -1,11 +1,13 @@
-"""Print the papers' tables with the published numbers beside ours: ``python -m vfsr_eval.tables``.
+"""Print the papers' tables, every published cell beside ours: ``python -m vfsr_eval.tables``.
 
-For every row of VidFace Table 1 and KEEP Table 1 (:mod:`vfsr_eval.paper_tables`) it reads the metrics JSON that
-``test.py`` or ``vfsr-evaluate`` wrote for that method and test set, at the default places listed there (relative to
-``--root``), or where ``--run TABLE:METHOD[:TEST_SET]=PATH`` says. A figure our runs did not produce prints as
-``missing``; a figure the paper does not give (in our copy) as ``—``. Examples::
+Tables (:mod:`vfsr_eval.paper_tables`): ``vidface`` (VidFace Table 1, Y and RGB), ``vidface_ablation`` (VidFace
+Table 2), ``keep`` (KEEP Table 1, all eight rows), ``keep_ablation`` (KEEP Table 3). For every row it reads the
+metrics JSON that ``test.py`` or ``vfsr-evaluate`` wrote for that method and test set, at the default places listed
+there (relative to ``--root``), or where ``--run TABLE:METHOD[:TEST_SET]=PATH`` says. A figure our runs did not
+produce prints as ``missing``, one that is not a finite number as ``undefined``; the footnotes name the choices the
+papers leave open (colour space, split, sigma scale, averaging) and vfsr's. Examples::
 
-    python -m vfsr_eval.tables                                    # both tables, runs found under the current folder
+    python -m vfsr_eval.tables                                    # all tables, runs found under the current folder
     python -m vfsr_eval.tables --table keep --run keep:EDVR=evaluation/VFHQ-Test/metrics_EDVR.json
     python -m vfsr_eval.tables --run vidface:VidFace:IJB-C=results/test_VidFace_IJBC/metrics_IJBC_test.json
 """
@@ -13,11 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from vfsr_eval.metrics_file import read_metrics_file
+from vfsr_eval.metrics_file import format_number, read_metrics_file
 from vfsr_eval.paper_tables import PAPER_TABLES, PaperTable
 
 MISSING = 'missing'
-NOT_PUBLISHED = '—'
 
 
 class TablesError(ValueError):
@@ -59,31 +60,36 @@ def find_run(table: PaperTable, method: str, test_set: str, root: Path, runs: di
     return next((root / path for path in row.runs.get(test_set, ()) if (root / path).is_file()), None)
 
 
-def format_value(value: float | None, digits: int) -> str:
-    return NOT_PUBLISHED if value is None else f'{value:.{digits}f}'
+def header(column) -> list[str]:
+    if column.metric is None:
+        return [column.label]
+    arrow = '↑' if column.higher_is_better else '↓'
+    return [f'{column.label} {arrow} paper', f'{column.label} {arrow} ours']
 
 
 def render_table(table: PaperTable, root: Path, runs: dict) -> str:
-    """The Markdown table: per column the paper's figure and ours; notes and the files ours come from below."""
-    header = ['method'] + [f'{column.label} {"↑" if column.higher_is_better else "↓"} {who}'
-                           for column in table.columns for who in ('paper', 'ours')]
-    lines = [f'### {table.title}', '', '| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
+    """The Markdown table: per column the paper's cell and ours; notes and the files ours come from below."""
+    names = ['method'] + [name for column in table.columns for name in header(column)]
+    lines = [f'### {table.title}', '', '| ' + ' | '.join(names) + ' |', '|---' * len(names) + '|']
     sources = []
     for row in table.rows:
         cells = [row.method]
         records = {}
-        for column in table.columns:
+        for column, published in zip(table.columns, row.published, strict=True):
+            cells.append(published)
+            if column.metric is None:
+                continue
             if column.test_set not in records:
                 path = find_run(table, row.method, column.test_set, root, runs)
                 records[column.test_set] = read_metrics_file(path) if path else None
                 if path:
                     sources.append(f'{row.method} / {column.test_set}: {path}')
             record = records[column.test_set]
-            ours = None
-            if record is not None and column.metric in record['metrics']:
-                ours = record['metrics'][column.metric] * column.scale
-            paper = row.published.get(column.label)
-            cells += [format_value(paper, column.digits), MISSING if ours is None else f'{ours:.{column.digits}f}']
+            if record is None or column.metric not in record['metrics']:
+                cells.append(MISSING)
+                continue
+            ours = record['metrics'][column.metric]
+            cells.append(format_number(None if ours is None else ours * column.scale, column.digits))
         lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
     lines += [f'- {note}' for note in table.notes]
