@@ -13,6 +13,11 @@ Usage::
     python benchmarks/bench_restore.py                          # KEEP, CPU, 20 and 80 frames
     python benchmarks/bench_restore.py --model codeformer --frames 10 --device cuda --precision bf16
     python benchmarks/bench_restore.py --model identity --frames 40   # the pipeline alone
+    python benchmarks/bench_restore.py --detection --frames 40      # identity fps and detection share, 1 and 3 faces
+
+``--detection`` runs the identity model (so the pipeline and the detector are all there is) on a 384x512 portrait
+clip and a 1280x720 one, each with one face and with three, and prints frames per second and the share of the wall
+time spent detecting.
 """
 import argparse
 import json
@@ -32,7 +37,7 @@ from datasets_prep.make_face_video import FacePath, VideoSpec, write_video  # no
 def measure(source: Path, output: Path, args) -> dict:
     command = ['-m', 'vfsr_restore.cli', str(source), '-o', str(output), '--model', args.model, '--no-progress',
                '--device', args.device, '--precision', args.precision, '--upscale', str(args.upscale),
-               '--overwrite']
+               '--overwrite', '--detector', args.detector]
     if args.model != 'identity':
         command.append('--random-weights')
     # the repository first, then what the caller's PYTHONPATH already holds (benchmarks/gpu_checks.sh's packages)
@@ -45,6 +50,29 @@ def measure(source: Path, output: Path, args) -> dict:
     return json.loads(report_path.read_text())
 
 
+# Three faces side by side, moving a little; one face in the middle.
+FACE_LAYOUTS = {1: [((0.4, 0.5), (0.6, 0.5))],
+                3: [((0.2, 0.5), (0.25, 0.5)), ((0.5, 0.45), (0.5, 0.55)), ((0.8, 0.5), (0.75, 0.5))]}
+
+
+def detection_table(args, folder: Path) -> None:
+    """Identity model: frames per second and detection share per clip size and number of faces."""
+    print(f'vfsr-restore --model identity --detector {args.detector}, {args.frames} frames, {args.device}, '
+          f'{args.threads} threads; {machine_description(args.device)}')
+    print('| clip | faces | fps | seconds | detect seconds | detection share |')
+    print('|---|---|---|---|---|---|')
+    for width, height in ((384, 512), (1280, 720)):
+        face_width = min(width, height) / 5
+        for count, paths in FACE_LAYOUTS.items():
+            source = folder / f'clip_{width}x{height}_{count}.mp4'
+            faces = [FacePath(face_width, start, end) for start, end in paths]
+            write_video(source, VideoSpec(width, height, args.frames, faces=faces, crf=18))
+            report = measure(source, folder / f'restored_{width}x{height}_{count}.mp4', args)
+            detect = report['stage_seconds']['detect']
+            print(f'| {width}x{height} | {count} | {report["processing_fps"]:.1f} | {report["seconds"]:.1f} | '
+                  f'{detect:.1f} | {detect / report["seconds"]:.0%} |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', default='keep', help='keep, keep-asian, codeformer, vidface or identity')
@@ -55,7 +83,14 @@ def main():
     parser.add_argument('--device', default='cpu', help='cpu or cuda')
     parser.add_argument('--precision', default='fp32', help='fp32, bf16, bf16-fast or fp16')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads (OMP_NUM_THREADS)')
+    parser.add_argument('--detector', default='mtcnn', help='mtcnn or retinaface (needs its weights in weights/)')
+    parser.add_argument('--detection', action='store_true', help='the detection table (identity model) instead')
     args = parser.parse_args()
+    if args.detection:
+        args.model = 'identity'
+        with tempfile.TemporaryDirectory() as folder:
+            detection_table(args, Path(folder))
+        return
     width, height = (int(value) for value in args.size.split('x'))
     rows = []
     with tempfile.TemporaryDirectory() as folder:

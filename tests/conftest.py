@@ -1,6 +1,7 @@
 """Shared test fixtures. ``../shared`` (reference data of the official code) is optional: tests that need it skip."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / 'shared'
 TEST_DATA_DIR = REPO_ROOT / 'tests' / 'data'
+
+
+def default_sigint() -> None:
+    """``Popen(preexec_fn=...)`` for a child the test presses Ctrl-C in: a child of a background job starts with
+    SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load_reference(name: str) -> dict:

@@ -15,7 +15,7 @@ import vfsr_compat  # noqa: F401  (before basicsr)
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_python
+from conftest import REPO_ROOT, default_sigint, run_python
 
 from datasets_prep.align_vfhq_clips import align_clips
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
@@ -294,7 +294,7 @@ def test_ctrl_c_stops_with_one_line_and_exit_code_130(random_frames, tmp_path):
     process = subprocess.Popen(
         [sys.executable, '-m', 'vfsr_eval.evaluate', '--method', f'm={tmp_path / "method"}', '--metrics', str(metrics),
          '--output', str(tmp_path / 'out')], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'OMP_NUM_THREADS': '1'})
+        env={**os.environ, 'PYTHONPATH': str(REPO_ROOT), 'OMP_NUM_THREADS': '1'}, preexec_fn=default_sigint)
     seen = ''
     while 'vfsr-evaluate:' not in seen:  # the progress bar: scoring has begun
         character = process.stderr.read(1)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, default_sigint
 
 from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
 from vfsr_restore.cli import main
@@ -25,7 +25,7 @@ FAST = ['--model', 'identity', '--no-progress', '--min-face-size', '24']
 def cli_process(*args):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
     return subprocess.Popen([sys.executable, '-m', 'vfsr_restore.cli', *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def wait_for_a_segment(process, manifest: Path) -> None:
