@@ -2,6 +2,7 @@
 networks give the CPU's answer (which the reference tests tie to the official code), bf16 and fp16 autocast keep the
 code choices, KEEP's streaming equals its clip forward, compiled networks give the eager answer, and vfsr-restore
 restores a video on the GPU."""
+import contextlib
 import json
 
 import vfsr_compat  # noqa: F401  (before basicsr)
@@ -115,3 +116,32 @@ def test_restore_cli_on_cuda(tmp_path, video, model, network_g, precision):  # n
     report = json.loads((tmp_path / 'out.mp4.json').read_text())
     assert frame_count(output) == report['frames_out'] == 8 and report['faces_restored'] == 8
     assert report['peak_memory']['cuda_peak_allocated_mb'] > 0
+
+
+@pytest.mark.parametrize('detector_name', ['mtcnn', 'retinaface'])
+def test_detection_on_its_own_cuda_stream_gives_the_answers_of_the_main_thread(tmp_path, detector_name):
+    """vfsr-restore runs detection on the network's GPU, in a worker thread on its own stream (DetectionQueue), so
+    that the detector and the network overlap; the faces found must be those of a plain call."""
+    from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+    from vfsr_restore.face_detection import build_face_detector, detector_weights
+    from vfsr_restore.media import probe, read_frames
+    from vfsr_restore.pipeline import DetectionQueue
+
+    if detector_name == 'retinaface' and not detector_weights('retinaface', 'weights').is_file():
+        pytest.skip('RetinaFace weights are not under weights/')
+    source = tmp_path / 'faces.mp4'
+    write_video(source, VideoSpec(320, 240, 8, faces=[FacePath(60, (0.3, 0.5)), FacePath(50, (0.7, 0.4))]))
+    images = [frame.image for frame in read_frames(probe(source))]
+    detector = build_face_detector(detector_name, 'weights', 'cuda', batch_size=4, min_score=0.9)
+    plain = [detector.detect(images[:4]), detector.detect(images[4:])]
+    queue = DetectionQueue(lambda: contextlib.nullcontext(), torch.device('cuda'))
+    queue.submit(0, lambda: detector.detect(images[:4]))
+    queue.submit(1, lambda: detector.detect(images[4:]))
+    overlapped = [answer for _, answer in queue.done(wait_all=True)]
+    queue.close()
+    assert sum(len(faces) for batch in plain for faces in batch) >= 8
+    for plain_batch, overlapped_batch in zip(plain, overlapped, strict=True):
+        for plain_faces, overlapped_faces in zip(plain_batch, overlapped_batch, strict=True):
+            assert len(plain_faces) == len(overlapped_faces)
+            for a, b in zip(plain_faces, overlapped_faces):
+                assert abs(a.landmarks - b.landmarks).max() < 1e-3 and abs(a.box - b.box).max() < 1e-3
