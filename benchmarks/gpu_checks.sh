@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one run, under 10 minutes (the step limits add up to 575 s), for a machine with CUDA and PyTorch
+# The GPU checks in one run, under 10 minutes (the step limits add up to 595 s), for a machine with CUDA and PyTorch
 # but none of vfsr's other packages: the CUDA tests (tests/test_cuda.py), then the network benchmarks in fp32 / bf16 /
 # bf16-fast / fp16 with channels_last, KEEP streaming and its memory over 4x the frames, VidFace, the agreement of the
 # low precisions with fp32, vfsr-restore on a 1080p clip, and a compiled CodeFormer. Every step has its own time
@@ -37,8 +37,9 @@ step codeformer 60 python3 benchmarks/bench_codeformer.py --runs 20 \
     --configs cuda:fp32:cl cuda:bf16:cl cuda:bf16-fast:cl cuda:fp16:cl cuda:bf16:nchw
 step keep 130 python3 benchmarks/bench_keep.py --device cuda --sizes 512 --frames 8 --modes stream --layouts cl \
     --dtypes fp32 bf16 fp16
-step vidface 60 python3 benchmarks/bench_vidface.py --device cuda --batches 16 --precisions fp32 bf16 --skip-train
-step agreement 45 python3 benchmarks/bench_bf16_agreement.py --device cuda --precisions bf16 bf16-fast fp16
+step vidface 50 python3 benchmarks/bench_vidface.py --device cuda --batches 16 --precisions fp32 bf16 --skip-train
+step agreement 40 python3 benchmarks/bench_bf16_agreement.py --device cuda --precisions bf16 bf16-fast fp16
+step detection 35 python3 benchmarks/bench_restore.py --detection --device cuda --frames 40
 step restore 90 python3 benchmarks/bench_restore.py --device cuda --precision bf16 --size 1920x1080 --frames 30 \
     --face-width 400
 step codeformer_compiled 90 python3 benchmarks/bench_codeformer.py --runs 20 --compile --configs cuda:bf16:cl
