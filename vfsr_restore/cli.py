@@ -17,6 +17,7 @@ import glob
 import os
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -215,8 +216,6 @@ def _terminate(signum, frame):
 
 
 def _in_main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
