@@ -55,6 +55,7 @@ class Job:
     output: Path
     restore_argv: list[str]
     after_restore: object = None  # callable(job) run in the worker after a successful restore (pictures, measures)
+    span: tuple = (None, None)  # start and end seconds
     state: str = 'queued'
     error: str | None = None
     progress: Progress = field(default_factory=Progress)

@@ -63,8 +63,7 @@ class RestorePage:
         argv += ['--end', str(end)] if end not in (None, '') else []
         argv += ['--background-weights', background] if background != 'Lanczos' else []
         job = Job(job_id, folder, job_input, folder / f'{stem}_restored{suffix}', argv,
-                  after_restore=self._after_restore)
-        job.span = (start or None, end or None)
+                  after_restore=self._after_restore, span=(start or None, end or None))
         self.queue.submit(job)
         return job_id, self._status(job)
 

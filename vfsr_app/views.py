@@ -4,6 +4,8 @@ the flicker-slice picture)."""
 import itertools
 from pathlib import Path
 
+import vfsr_compat  # noqa: F401  (before basicsr)
+
 import cv2
 import numpy as np
 
