@@ -108,13 +108,24 @@ def open_page(browser, url):
 
 
 def upload(page, path: Path) -> None:
+    shown = page.locator('#upload button[aria-label=Clear]')
+    if shown.count():  # a file is there already: remove it as a person would
+        shown.click()
     page.locator('#upload input[type=file]').set_input_files(str(path))
-    page.get_by_text(path.name).first.wait_for()
+    wait_for_file_shown(page, path.name)
+
+
+def wait_for_file_shown(page, name: str) -> None:
+    """Until the upload box shows the file ``name`` with its download link (uploaded)."""
+    page.wait_for_function('name => { const text = document.querySelector("#upload").textContent.replace(/\\s/g, "");'
+                           ' return text.includes(name) && text.includes("⇣"); }', arg=name)
 
 
 def restore(page, state: str = 'done', timeout: float = RESTORE_TIMEOUT_MS):
     page.click('#run')
-    page.wait_for_selector(f'#status [data-state={state}]', timeout=timeout)
+    page.wait_for_selector(', '.join(f'#status [data-state={end}]' for end in ('done', 'failed', 'cancelled')),
+                           timeout=timeout)
+    assert page.get_attribute('#status [data-state]', 'data-state') == state, page.inner_text('#status')
     return page.inner_text('#status')
 
 
@@ -179,15 +190,14 @@ def test_bad_uploads_are_one_clear_line_and_the_demo_vidface_runs(server, browse
     not_video = tmp_path / 'notes.mp4'
     not_video.write_text('these are not frames')
     upload(page, not_video)
-    assert 'not a video or image PyAV can read' in restore(page, 'failed')
+    assert 'failed: notes.mp4: not a video or image PyAV can read' in restore(page, 'failed')
     truncated = tmp_path / 'cut.mp4'
     truncated.write_bytes(face_clip(tmp_path / 'whole.mp4').read_bytes()[:1500])
     upload(page, truncated)
-    status = restore(page, 'failed')
-    assert 'cut.mp4' in status and 'failed: ' in status, status
+    assert 'failed: cut.mp4: not a video or image PyAV can read' in restore(page, 'failed')
 
     page.click('#demo-clip')
-    page.get_by_text('tiny_face.mp4').first.wait_for()
+    wait_for_file_shown(page, 'tiny_face.mp4')
     page.locator('#model input').fill(DEMO_LABEL)
     page.get_by_role('option', name=DEMO_LABEL).click()
     page.get_by_text('Options (defaults as vfsr-restore)').click()

@@ -48,8 +48,9 @@ class RestorePage:
                 raise MediaError(f'{model_label}: {choice.weights} is missing; get it from {choice.published_at}')
         except (MediaError, StopIteration) as error:
             message = str(error) if isinstance(error, MediaError) else f'unknown model {model_label!r}'
-            return None, status_html('failed', message.replace(str(Path(upload).parent) + '/', '') if upload
-                                     else message)
+            if upload:  # the name the person chose, not the server's upload folder
+                message = message.replace(str(Path(upload).parent) + '/', '')
+            return None, status_html('failed', f'failed: {message}')
         job_id = self.queue.new_id()
         folder = self.work / job_id
         folder.mkdir(parents=True)
