@@ -33,7 +33,9 @@ class RestorePage:
     # ------------------------------------------------------------------------------------------------ actions
     def submit(self, upload, model_label, upscale, faces, fidelity, precision, min_face_size, start, end,
                background):
-        """Check the upload and the options, queue the job: (job id or None, status)."""
+        """Check the upload and the options, queue the job: (job id or None, status). An empty or 0 start or end
+        means the video's own."""
+        start, end = start or None, end or None
         try:
             if not upload:
                 raise MediaError('choose a video or an image first (or the demo clip)')
@@ -60,11 +62,11 @@ class RestorePage:
         suffix = '.png' if info.kind == 'image' else '.mp4'
         argv = [*choice.restore_args, '--upscale', str(int(upscale)), '--faces', faces.strip() or 'all',
                 '--fidelity', str(fidelity), '--precision', precision, '--min-face-size', str(min_face_size)]
-        argv += ['--start', str(start)] if start not in (None, '') else []
-        argv += ['--end', str(end)] if end not in (None, '') else []
+        argv += ['--start', str(start)] if start else []
+        argv += ['--end', str(end)] if end else []
         argv += ['--background-weights', background] if background != 'Lanczos' else []
         job = Job(job_id, folder, job_input, folder / f'{stem}_restored{suffix}', argv,
-                  after_restore=self._after_restore, span=(start or None, end or None))
+                  after_restore=self._after_restore, span=(start, end))
         self.queue.submit(job)
         return job_id, self._status(job)
 
