@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.vfsr-installed
 $(INSTALLED): setup.py
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet -e '.[test,app]'
 	# facenet-pytorch (MTCNN, weights inside its wheel) pins torch<2.3 in its metadata: install it without its deps so
 	# it never downgrades torch; vfsr_restore uses only its MTCNN networks and weight files.
 	$(PYTHON) -m pip install --quiet --no-deps facenet-pytorch==2.6.0

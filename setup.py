@@ -10,7 +10,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['vfsr_arch', 'vfsr_data', 'vfsr_models', 'vfsr_restore', 'vfsr_eval',
-                                    'datasets_prep']),
+                                    'datasets_prep', 'vfsr_app']),
     py_modules=['vfsr_compat', 'vfsr_registry', 'vfsr_cli'],
     install_requires=[
         'torch>=2.1',
@@ -27,8 +27,10 @@ setup(
         'tb-nightly',
         'matplotlib',  # vfsr-evaluate --plot (already pulled in by facexlib's filterpy; torch untouched)
     ],
-    extras_require={'test': ['pytest', 'ruff']},
+    # app: vfsr-app's page (Gradio) and its browser tests (Playwright, driving the system's Chromium)
+    extras_require={'test': ['pytest', 'ruff'], 'app': ['gradio', 'playwright']},
     entry_points={'console_scripts': ['vfsr-train=vfsr_cli:train_main', 'vfsr-test=vfsr_cli:test_main',
                                       'vfsr-restore=vfsr_restore.cli:entry_point',
-                                      'vfsr-evaluate=vfsr_eval.evaluate:console_main']},
+                                      'vfsr-evaluate=vfsr_eval.evaluate:console_main',
+                                      'vfsr-app=vfsr_app.cli:entry_point']},
 )

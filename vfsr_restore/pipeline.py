@@ -497,10 +497,13 @@ def output_paths(output: Path, settings: RestoreSettings) -> dict[str, Path]:
 
 
 def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSettings, detector, restorer,
-                 report_path: str | Path | None = None, progress: bool = False, upsampler=None, face_mask=None) -> dict:
+                 report_path: str | Path | None = None, progress: bool = False, upsampler=None, face_mask=None,
+                 on_frame=None) -> dict:
     """Restore one input (video, frames folder or image) into ``output``; returns the report (also written as
     JSON to ``report_path``, default ``<output>.json``). ``upsampler``: Real-ESRGAN for the background, or None
-    for Lanczos; ``face_mask``: a :mod:`vfsr_restore.face_mask` mask, or None for the template."""
+    for Lanczos; ``face_mask``: a :mod:`vfsr_restore.face_mask` mask, or None for the template. ``on_frame(done,
+    total)`` (videos) is called as each frame is decoded (``total``: the frames to restore, None when the container
+    does not say); an exception it raises stops the restore there (a caller's cancel), as Ctrl-C does."""
     started = time.perf_counter()
     input_path, output = Path(input_path), Path(output)
     info = probe(input_path)
@@ -530,7 +533,8 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
     try:
         with torch_threads(manifest['torch_threads']):
             return _restore_video(info, output, settings, detector, restorer, (upsampler, face_mask), timer,
-                                  report_path, progress, started, work, manifest, done, outputs, width, height)
+                                  report_path, (progress, on_frame), started, work, manifest, done, outputs, width,
+                                  height)
     except MediaError:
         shutil.rmtree(work, ignore_errors=True)  # the input itself is unusable: nothing to resume
         raise
@@ -552,14 +556,22 @@ def _restore_video(info, output, settings, detector, restorer, compositing, time
     """Stream the frames through one :class:`StreamRestorer`, closing a segment (its files, the manifest and the
     stream's saved state) whenever at least ``segment_frames`` frames were written since the last; a resumed run
     decodes the frames the finished segments consumed, keeps the ones still waiting, and loads the saved state.
-    Then mux and report."""
+    Then mux and report. ``progress``: (show a bar, the ``on_frame`` callback of :func:`restore_file`)."""
     finished = [done[index] for index in itertools.takewhile(done.__contains__, itertools.count())]
     if finished and not finished[-1].get('final') and not (work / finished[-1]['state']).is_file():
         finished = []  # the saved state is gone: start again
     manifest['segments'] = finished
-    bar = _progress_bar(progress, info, info.path, settings.start, settings.end)
+    progress, on_frame = progress
+    total = frames_to_restore(info, settings.start, settings.end)
+    bar = _progress_bar(progress, info.path, total)
+
+    def each_frame():
+        if bar is not None:
+            bar.update()
+        if on_frame is not None:
+            on_frame(frames.count, total)
     frames = CountedFrames(threaded(_timed_frames(read_frames(info, settings.start, settings.end), timer)),
-                           on_frame=bar.update if bar is not None else None)
+                           on_frame=each_frame)
     if not finished or not finished[-1]['final']:
         _stream_segments(frames, finished, work, manifest, outputs, info, settings, detector, restorer, compositing,
                          timer, width, height)
@@ -677,15 +689,20 @@ def _timed_frames(frames, timer: StageTimer):
         yield frame
 
 
-def _progress_bar(progress: bool, info: MediaInfo, path: Path, start: float | None, end: float | None):
-    """A bar over the frames to restore: the container's count, or its estimate between --start and --end."""
-    if not progress:
-        return None
-    from tqdm import tqdm
+def frames_to_restore(info: MediaInfo, start: float | None, end: float | None) -> int | None:
+    """The container's frame count, or its estimate between --start and --end; None when it does not say."""
     total = info.frame_count
     if total is not None and (start or end is not None):
         trimmed_seconds = min(end if end is not None else float('inf'), total / info.rate) - (start or 0)
         total = max(0, min(total, round(trimmed_seconds * info.rate)))
+    return total
+
+
+def _progress_bar(progress: bool, path: Path, total: int | None):
+    """A bar over the frames to restore."""
+    if not progress:
+        return None
+    from tqdm import tqdm
     return tqdm(total=total, unit='frame', desc=path.name, dynamic_ncols=True)
 
 
