@@ -153,7 +153,7 @@ class JobQueue:
         args = parser.parse_args([str(job.input), '-o', str(job.output), '--device', self.device, '--no-progress',
                                   '--overwrite', '--compare', *job.restore_argv])
         restore_cli.check_arguments(args, parser)
-        settings = restore_cli._settings(args)
+        settings = restore_cli.restore_settings(args)
         restore_cli.check_weights(args)
         detector, restorer, (upsampler, face_mask) = self.networks.get(args, settings)
         restorer = job.results['tracks'] = TrackThumbnails(restorer)
@@ -205,6 +205,6 @@ class NetworkCache:
         key = tuple(getattr(args, name) for name in self.NETWORK_ARGS)
         if key != self.key:
             self.key, self.networks = None, None  # the old networks are freed before the new ones load
-            self.networks = restore_cli._networks(args, settings)
+            self.networks = restore_cli.build_networks(args, settings)
             self.key = key
         return self.networks

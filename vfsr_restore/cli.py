@@ -227,7 +227,7 @@ def restore(args) -> int:
 
     rank, world = int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
     try:
-        settings = _settings(args)
+        settings = restore_settings(args)
         jobs = list_jobs(args.input, args.output)
         jobs = jobs[rank::world]  # torchrun: each process restores its share of the inputs
         todo = [(src, dst) for src, dst in jobs if args.overwrite or not dst.exists()]
@@ -239,7 +239,7 @@ def restore(args) -> int:
         if len(jobs) == 1:  # a bad input or output name is reported before any network is loaded
             check_output_suffix(probe(todo[0][0]), todo[0][1])
         check_weights(args)
-        detector, restorer, (upsampler, face_mask) = _networks(args, settings)
+        detector, restorer, (upsampler, face_mask) = build_networks(args, settings)
         failures = 0
         for src, dst in todo:
             try:
@@ -299,7 +299,8 @@ def check_arguments(args, parser) -> None:
         parser.error(f'--mask-ema must be in (0, 1], got {args.mask_ema}')
 
 
-def _settings(args):
+def restore_settings(args):
+    """The :class:`RestoreSettings` of parsed arguments (also used by vfsr-app, which parses its form the same way)."""
     from vfsr_restore.media import EncoderSettings
     from vfsr_restore.pipeline import RestoreSettings
 
@@ -320,7 +321,8 @@ def _settings(args):
         debug=args.debug, fingerprint_extra=extra)
 
 
-def _networks(args, settings):
+def build_networks(args, settings):
+    """The detector, the restorer and (background upsampler, face mask) that ``args`` ask for, loaded once."""
     import torch
 
     from vfsr_restore.face_detection import build_face_detector
