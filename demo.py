@@ -38,12 +38,15 @@ VIDFACE_METRICS = ROOT / 'experiments' / 'demo_vidface' / 'metrics_demo_tufs_val
 BICUBIC_METRICS = ROOT / 'results' / 'bicubic_demo' / 'metrics_demo_tufs_val.json'
 # The folders a run writes (its experiment name in the option files), with the archived copies of earlier runs.
 RUN_FOLDERS = (('experiments', 'demo_vidface'), ('tb_logger', 'demo_vidface'), ('results', 'bicubic_demo'),
-               ('results', 'demo_restore'))
+               ('results', 'demo_restore'), ('results', 'demo_frames'))
 METRICS = (('psnr_rgb', 'PSNR RGB (dB)'), ('ssim_rgb', 'SSIM RGB'), ('psnr_y', 'PSNR Y (dB)'), ('ssim_y', 'SSIM Y'))
 VISUALIZATION = VIDFACE_METRICS.parent / 'visualization'
 COLUMN_TITLES = ('bicubic', 'VidFace', 'GT')  # the panels of a *_compare.png, left to right
 OVERVIEW = ROOT / 'results' / 'demo_overview.png'
 RESTORE_FOLDER = ROOT / 'results' / 'demo_restore'
+# The validation snapshots in vfsr-evaluate's layout: <method>/<clip>/<frame>.png, the 8 validation clips' reference
+# snapshots as the frames of one clip (README: Evaluate).
+EVALUATION_FRAMES = ROOT / 'results' / 'demo_frames'
 # A clip of a tiny moving face made from the same photo, restored 4x by the demo's VidFace.
 FACE_VIDEO = ['-m', 'datasets_prep.make_face_video', '--output', str(RESTORE_FOLDER / 'tiny_face.mp4'),
               '--size', '160x120', '--frames', '48', '--face-width', '20']
@@ -82,6 +85,18 @@ def drop_final_validation_copies(total_iter: int) -> None:
             path.rename(last)
         elif last.read_bytes() == path.read_bytes():
             path.unlink()
+
+
+def write_evaluation_frames(total_iter: int) -> None:
+    """Split each clip's last ``bicubic | VidFace | GT`` image into ``results/demo_frames/{bicubic,VidFace,GT}``:
+    one folder per method holding one clip whose frames are the validation clips' reference snapshots."""
+    for path in sorted(VISUALIZATION.glob(f'*/*_{total_iter}_compare.png')):
+        image = cv2.imread(str(path))
+        width = image.shape[1] // len(COLUMN_TITLES)
+        for index, method in enumerate(('bicubic', 'VidFace', 'GT')):
+            target = EVALUATION_FRAMES / method / 'demo_tufs_val' / f'{path.parent.name}.png'
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target), image[:, index * width:(index + 1) * width])
 
 
 def label_columns(image: np.ndarray, titles=COLUMN_TITLES, height: int = 16) -> np.ndarray:
@@ -140,6 +155,7 @@ def main():
     run(str(ROOT / 'test.py'), '--opt', BICUBIC_OPTIONS)
     total_iter = args.iters or yaml.safe_load((ROOT / TRAIN_OPTIONS).read_text())['train']['total_iter']
     drop_final_validation_copies(total_iter)
+    write_evaluation_frames(total_iter)
     write_overview(label_visualization())
     run(*FACE_VIDEO)
     run(*RESTORE)
@@ -160,6 +176,7 @@ The demo wrote (paths relative to {ROOT}):
   {relative(RESTORE_FOLDER)}/restored.mp4          the tiny-face clip restored 4x by the demo's VidFace
   {relative(RESTORE_FOLDER)}/restored_compare.mp4  open this one: input (Lanczos-upscaled) | restored, side by side
   {relative(VIDFACE_METRICS)}, {relative(BICUBIC_METRICS)}  every clip's scores
+  {relative(EVALUATION_FRAMES)}/{{GT,VidFace,bicubic}}/  the reference snapshots, for vfsr-evaluate (README: Evaluate)
 
 The demo's VidFace has 0.26 M parameters and saw one photo for {total_iter} iterations: it shows the whole path
 (data, training, validation, restoring a video), not the quality. {beats} the video its face is
