@@ -7,7 +7,8 @@ would paste it:
 - A block runs to its end with exit code 0, or up to the point where it needs a file a newcomer must fetch: there
   it must stop with a message that names the file. Those files are named by the block's ``curl``/``wget`` lines
   (which do not download here: the tests never do) and by a ``<!-- stops at a missing file: NAME, ... -->`` line
-  above the block (datasets and files made by runs not in the block). A block with such a mark must stop there.
+  above the block (datasets, and files made by runs not in the block: ``NAME (made by make demo)``). A block with
+  such a mark must stop there.
 - Files a newcomer brings themselves (``my_video.mp4``, ``in.mp4``: their own video) are made in the copy first.
 - Long-running blocks are marked on the line above them, with the reason:
   ``<!-- shortened by tests: why -->`` runs the block after the substitutions in ``SHORTENED`` (each must apply to
@@ -103,7 +104,8 @@ def downloads(code: str) -> list[str]:
 def needed_files(block: Block) -> list[str]:
     names = downloads(block.code)
     if block.marked(STOPS):
-        names += [name.strip() for name in block.mark[len(STOPS):].removesuffix('-->').split(',') if name.strip()]
+        listed = re.sub(r'\s*\([^)]*\)', '', block.mark[len(STOPS):].removesuffix('-->'))  # (a note) is no name
+        names += [name.strip() for name in listed.split(',') if name.strip()]
     return names
 
 
