@@ -174,13 +174,13 @@ The demo wrote (paths relative to {ROOT}):
       each validation clip's reference snapshot: bicubic | VidFace | GT, after {total_iter} iterations and before
   {relative(OVERVIEW)}            four of them together
   {relative(RESTORE_FOLDER)}/restored.mp4          the tiny-face clip restored 4x by the demo's VidFace
-  {relative(RESTORE_FOLDER)}/restored_compare.mp4  open this one: input (Lanczos-upscaled) | restored, side by side
+  {relative(RESTORE_FOLDER)}/restored_compare.mp4  open this one: input (pixels enlarged) | restored, side by side
   {relative(VIDFACE_METRICS)}, {relative(BICUBIC_METRICS)}  every clip's scores
   {relative(EVALUATION_FRAMES)}/{{GT,VidFace,bicubic}}/  the reference snapshots, for vfsr-evaluate (README: Evaluate)
 
 The demo's VidFace has 0.26 M parameters and saw one photo for {total_iter} iterations: it shows the whole path
 (data, training, validation, restoring a video), not the quality. {beats} the video its face is
-blotchier than the Lanczos upscale beside it; restoring real videos needs the official weights (README: Restore your
+blotchier than the input beside it; restoring real videos needs the official weights (README: Restore your
 video).""")
 
 
