@@ -133,7 +133,10 @@ def run_block(block: Block, root: Path) -> subprocess.CompletedProcess:
     code = shortened(block.code) if block.marked(SHORTENED_MARK) else block.code
     if block.marked(DRY_RUN):
         code = re.sub(r'^make ', 'make -n ', code, flags=re.MULTILINE)
-    env = dict(os.environ, PYTHONPATH=str(root), PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}')
+    # One thread per process, as tests/conftest.py's run_python: on 2 shared cores two threads that wait for each
+    # other made a small run several times slower (docs/training.md).
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS='1',
+               PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}')
     env.pop('VIRTUAL_ENV', None)
     if block.language == 'python':
         script = root / 'docs_block.py'
