@@ -99,24 +99,25 @@ def write_evaluation_frames(total_iter: int) -> None:
             cv2.imwrite(str(target), image[:, index * width:(index + 1) * width])
 
 
-def label_columns(image: np.ndarray, titles=COLUMN_TITLES, height: int = 16) -> np.ndarray:
-    """The image with a white strip on top naming its equal-width panels."""
-    strip = np.full((height, image.shape[1], 3), 255, np.uint8)
-    width = image.shape[1] // len(titles)
+def title_strip(width: int, titles=COLUMN_TITLES, height: int = 16) -> np.ndarray:
+    """A white strip of ``width`` naming equal-width panels, centred."""
+    strip = np.full((height, width, 3), 255, np.uint8)
+    panel = width // len(titles)
     for index, title in enumerate(titles):
         (text_width, _), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        origin = (index * width + max(0, (width - text_width) // 2), height - 4)
+        origin = (index * panel + max(0, (panel - text_width) // 2), height - 4)
         cv2.putText(strip, title, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([strip, image])
+    return strip
 
 
 def label_visualization() -> list[Path]:
-    """Burn the column titles into every ``*_compare.png`` (once); returns them."""
+    """Burn the column titles into every ``*_compare.png`` that does not start with them yet; returns them all."""
     compares = sorted(VISUALIZATION.glob('*/*_compare.png'))
     for path in compares:
         image = cv2.imread(str(path))
-        if not (image[:16] == 255).all():  # not yet labelled
-            cv2.imwrite(str(path), label_columns(image))
+        strip = title_strip(image.shape[1])
+        if not np.array_equal(image[:len(strip)], strip):
+            cv2.imwrite(str(path), np.concatenate([strip, image]))
     return compares
 
 
