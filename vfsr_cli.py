@@ -1,18 +1,25 @@
 """Command-line entry points: ``train.py`` / ``test.py`` at the repo root and the ``vfsr-train`` / ``vfsr-test``
 console scripts all land here.
 
-They register the plugin, parse the same flags as BasicSR's ``parse_options`` (with ``--help`` that explains each),
-check the whole option file before anything is written or renamed, then hand over to BasicSR's own
-``train_pipeline`` / ``test_pipeline``. The check lists every problem at once, one ``vfsr: error: <key>: ...`` line
-each, and exits with code 2: unknown ``type`` names, keywords a network or loss does not take, missing dataset
-folders, landmark/meta files and weights, misspelled keys, malformed ``--force_yml`` entries. BasicSR would only
-meet most of these after renaming the previous experiment folder to ``*_archived_*`` and opening a log.
+They register the plugin, parse BasicSR's ``parse_options`` flags in kebab-case (``--opt``, ``--auto-resume``,
+``--force-yml``, ``--local-rank``; BasicSR's own spellings ``-opt``, ``--auto_resume``, ``--force_yml``,
+``--local_rank`` are aliases, so ``basicsr/train.py``-style commands work unchanged), with ``--help`` that explains
+each, check the whole option file before anything is written or renamed, then hand over to BasicSR's own
+``train_pipeline`` / ``test_pipeline`` (given the flags in BasicSR's spelling). The check lists every problem at
+once, one ``vfsr-train: error: <key>: ...`` line each (``vfsr-test``, ``train.py``, ``test.py``: their own name),
+and exits with code 2: unknown ``type`` names, keywords a network or loss does not take, missing dataset folders,
+landmark/meta files and weights (all missing files at once, with where each is published), misspelled keys,
+malformed ``--force-yml`` entries. BasicSR would only meet most of these after renaming the previous experiment
+folder to ``*_archived_*`` and opening a log. Ctrl-C or SIGTERM ends a run with one line (for training, how to
+resume) and exit code 130 or 143.
 """
 import argparse
 import difflib
 import inspect
 import os
 import re
+import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from functools import cache
@@ -34,7 +41,7 @@ import vfsr_arch  # noqa: F401  (registers the plugin's networks)
 import vfsr_data  # noqa: F401
 import vfsr_eval  # noqa: F401  (registers the metrics that val.metrics may name)
 import vfsr_models  # noqa: F401
-from vfsr_arch.checkpoint import CheckpointError, check_pretrained_networks, read_checkpoint
+from vfsr_arch.checkpoint import CheckpointError, check_pretrained_networks, missing_files_message, read_checkpoint
 from vfsr_eval.clip_scoring import ClipInputError
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -60,11 +67,23 @@ DATASET_ORIGINS = (
     ('VFHQ-Test', 'VFHQ-Test: see docs/data.md (KEEP: VFHQ-Test)'),
     ('VFHQ', 'VFHQ, aligned by python -m datasets_prep.align_vfhq_clips: see docs/data.md (KEEP: VFHQ (training))'),
 )
-WEIGHTS_ORIGINS = {
-    'flownet_path': 'GMFlow: gmflow_sintel-0c07dcb3.pth from https://github.com/haofeixu/gmflow',
-    'vqgan_path': "the stage-1 checkpoint (train stage 1) or CodeFormer's vqgan_code1024.pth",
+# Where the weights files that option files name are published (a direct link where there is one), by file name.
+PUBLISHED_WEIGHTS = {
+    'KEEP-b76feb75.pth': 'https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP-b76feb75.pth',
+    'KEEP_Asian-4765ebe0.pth': 'https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP_Asian-4765ebe0.pth',
+    'codeformer.pth': 'https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth',
+    'vqgan_code1024.pth': 'https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/vqgan_code1024.pth',
+    'gmflow_sintel-0c07dcb3.pth': 'the pretrained models of https://github.com/haofeixu/gmflow',
+    'net_g_600000.pth': 'Baidu Pan, linked from https://github.com/yuangan/VidFace',
+    'recognition_arcface_ir_se50.pth':
+        'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth',
+    'alignment_WFLW_4HG.pth': 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/alignment_WFLW_4HG.pth',
+    'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth',
+    'vgg.pth': 'the lpips pip package (lpips/weights/v0.1/vgg.pth)',
+    'spynet_sintel_final-3d2a1287.pth': 'the releases of https://github.com/XPixelGroup/BasicSR',
 }
-WEIGHTS_HINT = "see the README's 'Official weights and their licences'"
+MADE_BY_TRAINING = 'made by an earlier training run (python train.py --opt options/<its options>.yml)'
+WEIGHTS_HINT = 'see the weights table of README.md'
 
 
 class OptionsError(ValueError):
@@ -96,42 +115,66 @@ def did_you_mean(name, candidates) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ command line
+def command_name(is_train: bool) -> str:
+    """The name errors start with: the script as it was called (``vfsr-train``, ``train.py``, ...)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ''
+    return name if name and not name.startswith('-') else ('vfsr-train' if is_train else 'vfsr-test')
+
+
 def build_parser(is_train: bool) -> argparse.ArgumentParser:
-    """BasicSR's ``parse_options`` flags, each explained (``vfsr-test`` has no ``--auto_resume``)."""
+    """BasicSR's ``parse_options`` flags in kebab-case, BasicSR's spellings as aliases, each explained
+    (``vfsr-test`` has no ``--auto-resume``)."""
     command = 'train' if is_train else 'test'
-    examples = (f'examples:\n  %(prog)s -opt options/{command}_vidface_tufs.yml\n'
-                + ('  %(prog)s -opt options/train_vidface_tufs.yml --auto_resume\n'
-                   '  %(prog)s -opt X.yml --force_yml train:total_iter=1000 datasets:train:batch_size_per_gpu=2\n'
-                   '  torchrun --nproc_per_node=2 train.py -opt X.yml --launcher pytorch\n' if is_train else
-                   '  %(prog)s -opt options/test_keep_vfhq.yml --force_yml num_gpu=0\n')
+    examples = (f'examples:\n  %(prog)s --opt options/{command}_vidface_tufs.yml\n'
+                + ('  %(prog)s --opt options/train_vidface_tufs.yml --auto-resume\n'
+                   '  %(prog)s --opt X.yml --force-yml train:total_iter=1000 datasets:train:batch_size_per_gpu=2\n'
+                   '  torchrun --nproc-per-node=2 train.py --opt X.yml --launcher pytorch\n' if is_train else
+                   '  %(prog)s --opt options/test_keep_vfhq.yml --force-yml num_gpu=0\n')
                 + '\nThe option file is checked before anything is written; every problem is listed, exit code 2.\n'
-                'Data and weights: README.md and docs/data.md.')
+                'BasicSR\'s spellings (-opt, --auto_resume, --force_yml, --local_rank) work too.\n'
+                + ('Ctrl-C stops a run (exit code 130; SIGTERM: 143); --auto-resume continues it.\n' if is_train else
+                   'Ctrl-C stops a run (exit code 130; SIGTERM: 143).\n')
+                + 'Data and weights: README.md and docs/data.md.')
     parser = argparse.ArgumentParser(
+        prog=command_name(is_train),
         description=('Train a network with BasicSR\'s trainer and vfsr\'s networks: experiments/<name>/ gets the\n'
                      'checkpoints, training states and log, tb_logger/<name>/ the tensorboard events.' if is_train else
                      'Test a network with BasicSR\'s test pipeline and vfsr\'s networks: results/<name>/ gets the\n'
                      'metrics, the log and, with val.save_img, the images.'),
         epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, metavar='OPTIONS.yml',
+    parser.add_argument('--opt', '-opt', required=True, metavar='OPTIONS.yml',
                         help='the YAML option file (options/*.yml): data, network, model, training and validation')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
                         help='how processes were started: none (one process), pytorch (torchrun or '
                              'torch.distributed.launch), slurm (srun); see docs/distributed.md')
     if is_train:
-        parser.add_argument('--auto_resume', action='store_true',
+        parser.add_argument('--auto-resume', '--auto_resume', dest='auto_resume', action='store_true',
                             help='continue from the newest complete training state in '
                                  'experiments/<name>/training_states/ (start afresh when there is none)')
     parser.add_argument('--debug', action='store_true',
                         help='prefix the name with debug_' + (' and validate, log and checkpoint every few '
                                                               'iterations, without tensorboard' if is_train else
                                                               ' (results go to results/debug_<name>/)'))
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+    parser.add_argument('--local-rank', '--local_rank', dest='local_rank', type=int, default=0,
                         help='process rank on this machine, set by torch.distributed.launch; torchrun sets '
                              'LOCAL_RANK instead')
-    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY:SUBKEY=VALUE',
+    parser.add_argument('--force-yml', '--force_yml', dest='force_yml', nargs='+', default=None,
+                        metavar='KEY:SUBKEY=VALUE',
                         help='override option values, keys joined by ":" (e.g. train:total_iter=1000 '
                              'datasets:train:batch_size_per_gpu=2); values in YAML spelling (~ for null)')
     return parser
+
+
+def basicsr_argv(args: argparse.Namespace) -> list[str]:
+    """The parsed flags in the spelling of BasicSR's ``parse_options``, which reads ``sys.argv`` itself."""
+    argv = ['-opt', args.opt, '--launcher', args.launcher, '--local_rank', str(args.local_rank)]
+    if getattr(args, 'auto_resume', False):
+        argv.append('--auto_resume')
+    if args.debug:
+        argv.append('--debug')
+    if args.force_yml:
+        argv += ['--force_yml', *args.force_yml]
+    return argv
 
 
 # ----------------------------------------------------------------------------------------------- option files
@@ -150,22 +193,22 @@ def option_file_suggestion(opt_path: str) -> str:
 
 
 def load_options(opt_path: str, force_yml: list[str] | None = None, problems: Problems | None = None) -> dict:
-    """Read a BasicSR option file and apply ``--force_yml key:sub=value`` overrides as BasicSR will.
+    """Read a BasicSR option file and apply ``--force-yml key:sub=value`` overrides as BasicSR will.
 
     Malformed overrides go to ``problems`` (or raise :class:`OptionsError` when none is given); a missing or
     unreadable file raises :class:`OptionsError`.
     """
     if not os.path.isfile(opt_path):
-        raise OptionsError(f'-opt: option file {opt_path!r} does not exist{option_file_suggestion(opt_path)}')
+        raise OptionsError(f'--opt: option file {opt_path!r} does not exist{option_file_suggestion(opt_path)}')
     try:
         with open(opt_path) as stream:
             opt = yaml.load(stream, Loader=ordered_yaml()[0])
     except yaml.YAMLError as error:
         mark = getattr(error, 'problem_mark', None)
         where = f' (line {mark.line + 1})' if mark is not None else ''
-        raise OptionsError(f'-opt: {opt_path} is not valid YAML{where}: {getattr(error, "problem", error)}') from None
+        raise OptionsError(f'--opt: {opt_path} is not valid YAML{where}: {getattr(error, "problem", error)}') from None
     if not isinstance(opt, dict):
-        raise OptionsError(f'-opt: {opt_path} does not hold a mapping of options')
+        raise OptionsError(f'--opt: {opt_path} does not hold a mapping of options')
     own_problems = problems or Problems()
     for entry in force_yml or []:
         apply_force_yml(opt, entry, own_problems)
@@ -176,7 +219,7 @@ def load_options(opt_path: str, force_yml: list[str] | None = None, problems: Pr
 
 def apply_force_yml(opt: dict, entry: str, problems: Problems) -> None:
     """Apply one ``key:sub=value`` override as BasicSR will (it may add a last key, never a section)."""
-    key = f'--force_yml {entry}'
+    key = f'--force-yml {entry}'
     if entry.count('=') != 1:
         problems.error(key, 'expected KEY:SUBKEY=VALUE with one "=", e.g. train:total_iter=1000')
         return
@@ -295,17 +338,28 @@ def referenced_paths(opt: dict) -> Iterator[tuple[str, str, str, str]]:
 
 
 def check_paths(opt: dict, problems: Problems) -> None:
+    """Missing data is one line each; missing weights files are listed together in the words of
+    :func:`vfsr_arch.checkpoint.missing_files_message` (full path, where published, which folder)."""
+    missing_weights = []
     for key, name, value, kind in referenced_paths(opt):
         if kind == 'weights':
-            check_weights_file(value, key, name, problems)
+            if not os.path.isfile(os.path.expanduser(value)):
+                missing_weights.append((key, value, weights_origin(name, value), None))
         elif not os.path.exists(os.path.expanduser(value)):
             problems.error(key, f'{kind} {value!r} does not exist{dataset_origin(value)}')
+    if missing_weights:
+        problems.errors.extend(missing_files_message(missing_weights).splitlines())
 
 
-def check_weights_file(value, key: str, name: str, problems: Problems) -> None:
-    if isinstance(value, str) and not os.path.isfile(os.path.expanduser(value)):
-        hint = WEIGHTS_ORIGINS.get(name, WEIGHTS_HINT)
-        problems.error(key, f'weights file {value!r} does not exist ({hint})')
+def weights_origin(name: str, path: str) -> str:
+    """Where a weights file named by option ``name`` is published, or which run makes it."""
+    if Path(path).name in PUBLISHED_WEIGHTS:
+        return PUBLISHED_WEIGHTS[Path(path).name]
+    if name == 'resume_state' or Path(path).parts[:1] == ('experiments', ):
+        return MADE_BY_TRAINING
+    if name == 'vqgan_path':
+        return f"the stage-1 checkpoint (train stage 1) or CodeFormer's {PUBLISHED_WEIGHTS['vqgan_code1024.pth']}"
+    return WEIGHTS_HINT
 
 
 # ---------------------------------------------------------------------------------------------------- checks
@@ -397,9 +451,8 @@ def check_train(train_opt: dict, known_keys: frozenset[str], problems: Problems)
     check_free_keys(train_opt, set(known_keys), 'train', 'the model and trainer', problems)
 
 
-def check_command_line(is_train: bool) -> Problems:
-    """Parse the flags BasicSR will see (``--help`` prints them and exits), and check that option file."""
-    args = build_parser(is_train).parse_args()
+def check_command_line(args: argparse.Namespace, is_train: bool) -> Problems:
+    """Check the option file the parsed flags name, as BasicSR will read it."""
     problems = Problems()
     opt = load_options(args.opt, args.force_yml, problems)
     check_options(opt, is_train, problems)
@@ -420,26 +473,73 @@ def check_checkpoints(opt: dict, problems: Problems) -> None:
         problems.errors.append(str(error))
 
 
-def run(root_path: str, is_train: bool) -> None:
-    """Check the options, then run BasicSR's pipeline with experiments/results under ``root_path``."""
+class Terminated(Exception):
+    """SIGTERM arrived (a scheduler or ``kill`` stopping the run); raised in the main thread like Ctrl-C."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
+def interrupted_line(args: argparse.Namespace, argv: list[str], root_path: str, is_train: bool) -> str:
+    """What a stopped run says: that it stopped and, for training, how to continue (the newest training state
+    BasicSR saved, read from disk now); ``argv`` are the flags as given, repeated in the command to rerun."""
+    if not is_train:
+        return 'interrupted; nothing to resume, rerun the command to test again'
     try:
-        problems = check_command_line(is_train)
+        name = load_options(args.opt, args.force_yml)['name']
+    except (OptionsError, KeyError, TypeError):
+        name = None
+    name = f'debug_{name}' if name and args.debug and 'debug' not in name else name
+    states = sorted((Path(root_path) / 'experiments' / str(name) / 'training_states').glob('*.state'),
+                    key=lambda path: int(path.stem) if path.stem.isdigit() else -1)
+    command = shlex.join([command_name(is_train), *argv] + ([] if args.auto_resume else ['--auto-resume']))
+    if name and states:
+        return (f'interrupted; rerun with --auto-resume to continue from iteration {states[-1].stem} '
+                f'(experiments/{name}/training_states/{states[-1].name}): {command}')
+    return ('interrupted before the first training state (every logger.save_checkpoint_freq iterations); '
+            f'--auto-resume would start afresh: {command}')
+
+
+def run(root_path: str, is_train: bool) -> None:
+    """Check the options, then run BasicSR's pipeline with experiments/results under ``root_path``. Every error
+    is one line starting with the command's name; Ctrl-C and SIGTERM end the run with one line, exit code 130 or
+    143."""
+    prefix = f'{command_name(is_train)}: error:'
+    argv = sys.argv[1:]
+    args = build_parser(is_train).parse_args(argv)  # --help prints the flags and exits; a bad flag exits with code 2
+    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        run_checked(args, root_path, is_train, prefix)
+    except (KeyboardInterrupt, Terminated) as stop:
+        code = 143 if isinstance(stop, Terminated) else 130
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the goodbye
+        print(f'\n{command_name(is_train)}: {interrupted_line(args, argv, root_path, is_train)}', file=sys.stderr)
+        raise SystemExit(code) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def run_checked(args: argparse.Namespace, root_path: str, is_train: bool, prefix: str) -> None:
+    try:
+        problems = check_command_line(args, is_train)
     except OptionsError as error:
         problems = Problems()
         problems.errors.extend(str(error).splitlines())
     for line in problems.warnings:
-        print(f'vfsr: warning: {line}', file=sys.stderr)
+        print(f'{command_name(is_train)}: warning: {line}', file=sys.stderr)
     if problems.errors:
         for line in problems.errors:
-            print(f'vfsr: error: {line}', file=sys.stderr)
+            print(f'{prefix} {line}', file=sys.stderr)
         raise SystemExit(2)
+    sys.argv = [sys.argv[0], *basicsr_argv(args)]  # BasicSR's parse_options reads sys.argv in its own spelling
     try:
         (basicsr.train.train_pipeline if is_train else basicsr.test.test_pipeline)(root_path)
     except CheckpointError as error:  # weights of another network or configuration: one line, no traceback
-        print(f'vfsr: error: {error}', file=sys.stderr)
+        print(f'{prefix} {error}', file=sys.stderr)
         raise SystemExit(2) from None
     except ClipInputError as error:  # a clip a metric cannot score (no face, other size): names clip and frame
-        print(f'vfsr: error: {error}', file=sys.stderr)
+        print(f'{prefix} {error}', file=sys.stderr)
         raise SystemExit(1) from None
 
 

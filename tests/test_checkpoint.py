@@ -145,8 +145,8 @@ def test_train_py_and_test_py_give_one_line_exit_2_and_write_nothing(workdir, sc
     result = run_python(workdir, script, '-opt', write_options(workdir, name, script[:-3], **{option: file}),
                         check=False)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(f"vfsr: error: path.{option} '{file}") or \
-        result.stderr.strip().splitlines()[-1].startswith(f"vfsr: error: path.{option} '{workdir}")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{script}: error: path.{option} '{file}") or \
+        result.stderr.strip().splitlines()[-1].startswith(f"{script}: error: path.{option} '{workdir}")
     assert message in result.stderr.strip().splitlines()[-1]
     assert 'Traceback' not in result.stderr and 'weights_only' not in result.stderr
     assert not (workdir / 'weights' / 'code_ran').exists()

@@ -70,10 +70,35 @@ def test_console_script_help(name, module, function, monkeypatch, capsys):
 def test_repo_script_help(script, monkeypatch, capsys):
     text = help_of(lambda: runpy.run_path(str(REPO_ROOT / script), run_name='__main__'), script, monkeypatch, capsys)
     check_help(text)
-    assert re.search(rf'^examples:\n  {script} -opt ', text, re.MULTILINE)
-    for flag in ('-opt', '--launcher', '--debug', '--local_rank', '--force_yml'):
+    assert re.search(rf'^examples:\n  {script} --opt ', text, re.MULTILINE)
+    for flag in ('--opt', '--launcher', '--debug', '--local-rank', '--force-yml'):
         assert flag in text
-    assert ('--auto_resume' in text) == (script == 'train.py'), 'resuming applies to training only'
+    assert ('--auto-resume' in text) == (script == 'train.py'), 'resuming applies to training only'
+    usage_and_examples = text.split('options:', 1)[0] + text.split('examples:', 1)[1].split('\n\n', 1)[0]
+    assert not re.findall(r'(?<![\w-])--?[a-z]+_[a-z_]+', usage_and_examples), 'one flag style: --kebab-case'
+
+
+@pytest.mark.parametrize('is_train', [True, False], ids=['train', 'test'])
+def test_kebab_case_flags_and_basicsr_spellings_reach_basicsr_alike(is_train, monkeypatch):
+    """``--opt X --auto-resume --force-yml ... --local-rank 0`` and BasicSR's ``-opt X --auto_resume --force_yml ...
+    --local_rank 0`` give BasicSR's own ``parse_options`` the same options."""
+    import basicsr.utils.options
+
+    import vfsr_cli
+    options = str(REPO_ROOT / 'tests' / 'options' / 'edvr_tiny_cpu.yml')
+    resume = (['--auto-resume'], ['--auto_resume']) if is_train else ([], [])
+    spellings = (['--opt', options, *resume[0], '--debug', '--local-rank', '0', '--force-yml', 'train:total_iter=3'],
+                 ['-opt', options, *resume[1], '--debug', '--local_rank', '0', '--force_yml', 'train:total_iter=3'])
+    parsed = []
+    for argv in spellings:
+        args = vfsr_cli.build_parser(is_train).parse_args(argv)
+        monkeypatch.setattr(sys, 'argv', ['train.py', *vfsr_cli.basicsr_argv(args)])
+        opt, _ = basicsr.utils.options.parse_options(str(REPO_ROOT), is_train=is_train)
+        parsed.append(opt)
+    kebab, basicsr_style = parsed
+    assert kebab == basicsr_style
+    assert kebab['train']['total_iter'] == 3 and kebab['name'].startswith('debug_')
+    assert kebab['auto_resume'] == is_train
 
 
 def run_prep(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:

@@ -86,7 +86,7 @@ def test_test_py_stops_with_one_line_naming_the_clip_and_frame_without_a_face(wo
     akd = {'akd': dict(type='calculate_akd', detection_scale=8)}
     result = run_python(workdir, 'test.py', '-opt', write_options(workdir, 'keep_tiny_akd', akd), check=False)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith('vfsr: error: ')
+    assert result.stderr.strip().splitlines()[-1].startswith('test.py: error: ')
     assert 'akd: frame 0: no face detected in the restored frame' in result.stderr.strip().splitlines()[-1]
     assert 'Traceback' not in result.stderr
     assert not (workdir / 'results' / 'keep_tiny_akd' / 'metrics_synthetic_vfhq_test.json').exists()

@@ -1,5 +1,7 @@
 """The option check of train.py / test.py / vfsr-train / vfsr-test: every problem of a file is listed at once, one
-line each, exit code 2, and nothing is written or renamed (BasicSR would archive the previous experiment folder).
+line each starting with the command's name, exit code 2, and nothing is written or renamed (BasicSR would archive
+the previous experiment folder). Missing weights files are all named at once, each with the full path looked at,
+where it is published and which folder it goes in.
 
 Most cases call ``vfsr_cli.run`` in this process (the code path of the scripts, without a second interpreter start);
 one case runs the installed ``vfsr-train`` to show the same lines come out of the console script."""
@@ -16,7 +18,7 @@ import vfsr_cli
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
 
 EDVR_OPTIONS = REPO_ROOT / 'tests' / 'options' / 'edvr_tiny_cpu.yml'
-BAD_FORCE_YML = ['--force_yml', 'trainn:total_iter=10', 'train:total_iter', 'train:ema_decay=0.99']
+BAD_FORCE_YML = ['--force-yml', 'trainn:total_iter=10', 'train:total_iter', 'train:ema_decay=0.99']
 # One file with many problems, and the line each must give.
 MANY_PROBLEMS = {
     'network_g': {'num_feats': 8},
@@ -25,17 +27,17 @@ MANY_PROBLEMS = {
     'val': {'metrics': {'psnr': {'type': 'psnr', 'crop_border': 0}}},
     'path': {'pretrain_network_g': 'weights/missing.pth'},
 }
-MANY_PROBLEMS_LINES = [
-    "vfsr: error: --force_yml trainn:total_iter=10: the top level has no section 'trainn'; did you mean train?",
-    'vfsr: error: --force_yml train:total_iter: expected KEY:SUBKEY=VALUE with one "=", e.g. train:total_iter=1000',
-    "vfsr: error: network_g.num_feats: EDVR takes no keyword 'num_feats'; did you mean num_feat, num_frame?",
-    "vfsr: error: datasets.train.dataroot_lq: folder 'datasets/TUFS145K/train_LR' does not exist (TUFs-145K, from "
+MANY_PROBLEMS_LINES = [  # after 'train.py: error: ' (vfsr-train: 'vfsr-train: error: ')
+    "--force-yml trainn:total_iter=10: the top level has no section 'trainn'; did you mean train?",
+    '--force-yml train:total_iter: expected KEY:SUBKEY=VALUE with one "=", e.g. train:total_iter=1000',
+    "network_g.num_feats: EDVR takes no keyword 'num_feats'; did you mean num_feat, num_frame?",
+    "datasets.train.dataroot_lq: folder 'datasets/TUFS145K/train_LR' does not exist (TUFs-145K, from "
     "the official VidFace repository: see docs/data.md (VidFace: TUFs-145K and IJB-C))",
-    'vfsr: error: datasets.train.num_framez: Vimeo90KDataset does not read this key; did you mean num_frame?',
-    "vfsr: error: path.pretrain_network_g: weights file 'weights/missing.pth' does not exist (see the README's "
-    "'Official weights and their licences')",
-    'vfsr: error: train.total_iters: the model and trainer does not read this key; did you mean total_iter',
-    "vfsr: error: val.metrics.psnr.type: unknown metric type 'psnr'; did you mean calculate_psnr",
+    'datasets.train.num_framez: Vimeo90KDataset does not read this key; did you mean num_frame?',
+    "path.pretrain_network_g 'weights/missing.pth': file not found; where to get it: see the weights table of "
+    "README.md; put it in weights/ (looked for ",
+    'train.total_iters: the model and trainer does not read this key; did you mean total_iter',
+    "val.metrics.psnr.type: unknown metric type 'psnr'; did you mean calculate_psnr",
 ]
 
 
@@ -89,12 +91,12 @@ def run_checked(workdir, monkeypatch, capsys, *args, is_train=True) -> list[str]
 
 def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys):
     options = write_options(workdir, MANY_PROBLEMS)
-    lines = run_checked(workdir, monkeypatch, capsys, '-opt', options.name, *BAD_FORCE_YML)
-    errors = [line for line in lines if line.startswith('vfsr: error: ')]
+    lines = run_checked(workdir, monkeypatch, capsys, '--opt', options.name, *BAD_FORCE_YML)
+    errors = [line for line in lines if line.startswith('train.py: error: ')]
     assert len(errors) == len(MANY_PROBLEMS_LINES), lines
     for expected in MANY_PROBLEMS_LINES:
-        assert any(line.startswith(expected) for line in errors), (expected, lines)
-    assert all(line.startswith(('vfsr: error: ', 'vfsr: warning: ')) for line in lines), 'one line each'
+        assert any(line.startswith(f'train.py: error: {expected}') for line in errors), (expected, lines)
+    assert all(line.startswith(('train.py: error: ', 'train.py: warning: ')) for line in lines), 'one line each'
 
 
 @pytest.mark.parametrize('changes, force_yml, expected', [
@@ -105,8 +107,8 @@ def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys)
      "train.pixel_opt.weight: CharbonnierLoss takes no keyword 'weight'; did you mean loss_weight"),
     ({'train': {'optim_g': {'type': 'AdamX'}}}, [], "train.optim_g.type: 'AdamX' is not a torch.optim optimizer"),
     ({'network_g': {'type': 'KEEP', 'flownet_path': 'weights/GMFlow/missing.pth'}}, [],
-     "network_g.flownet_path: weights file 'weights/GMFlow/missing.pth' does not exist (GMFlow: "
-     "gmflow_sintel-0c07dcb3.pth from https://github.com/haofeixu/gmflow)"),
+     "network_g.flownet_path 'weights/GMFlow/missing.pth': file not found; where to get it: see the weights table "
+     "of README.md; put it in weights/GMFlow/ (looked for "),
     ({'datasets': {'val': {'type': 'VideoClipTestDataset', 'dataroot_gt': 'datasets/VFHQ-Test/GT',
                            'dataroot_landmarks': 'datasets/VFHQ-Test/meta_info'}}}, [],
      "datasets.val.dataroot_landmarks: folder 'datasets/VFHQ-Test/meta_info' does not exist (VFHQ-Test: see "
@@ -114,10 +116,10 @@ def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys)
     ({'datasets': {'train': {'meta_info_file': 'datasets/demo_tufs/meta_info_train.txt'}}}, [],
      "datasets.train.meta_info_file: file 'datasets/demo_tufs/meta_info_train.txt' does not exist (make it with: "
      "python -m datasets_prep.make_demo_tufs --output datasets/demo_tufs)"),
-    ({}, ['--force_yml', 'train:scheduler:periods=[8'],
-     '--force_yml train:scheduler:periods=[8: cannot read the value'),
-    ({}, ['--force_yml', 'datasets:training:batch_size_per_gpu=2'],
-     "--force_yml datasets:training:batch_size_per_gpu=2: datasets has no section 'training'; did you mean train"),
+    ({}, ['--force-yml', 'train:scheduler:periods=[8'],
+     '--force-yml train:scheduler:periods=[8: cannot read the value'),
+    ({}, ['--force_yml', 'datasets:training:batch_size_per_gpu=2'],  # BasicSR's spelling, an alias
+     "--force-yml datasets:training:batch_size_per_gpu=2: datasets has no section 'training'; did you mean train"),
     ({'datasets': {'train': {'io_backend': {'type': 'lmbd'}}}}, [],
      "datasets.train.io_backend.type: unknown backend 'lmbd'; one of disk, lmdb, memcached; did you mean lmdb"),
     ({'logger': None}, [], 'logger: missing; BasicSR needs it'),
@@ -128,12 +130,12 @@ def test_every_problem_of_a_file_is_listed_at_once(workdir, monkeypatch, capsys)
 def test_each_problem_is_one_clear_line(workdir, monkeypatch, capsys, changes, force_yml, expected):
     options = write_options(workdir, changes)
     lines = run_checked(workdir, monkeypatch, capsys, '-opt', options.name, *force_yml)
-    assert any(line.startswith(f'vfsr: error: {expected}') for line in lines), lines
+    assert any(line.startswith(f'train.py: error: {expected}') for line in lines), lines
 
 
 def test_mistyped_option_file_gets_a_did_you_mean(monkeypatch, capsys):
-    lines = run_checked(REPO_ROOT / 'options', monkeypatch, capsys, '-opt', 'train_vidfac_tufs.yml')
-    assert lines == ["vfsr: error: -opt: option file 'train_vidfac_tufs.yml' does not exist; did you mean "
+    lines = run_checked(REPO_ROOT / 'options', monkeypatch, capsys, '--opt', 'train_vidfac_tufs.yml')
+    assert lines == ["train.py: error: --opt: option file 'train_vidfac_tufs.yml' does not exist; did you mean "
                      "train_vidface_tufs.yml, test_vidface_tufs.yml, train_edvr_tufs.yml?"]
 
 
@@ -163,12 +165,51 @@ def test_console_script_reports_the_same_lines(workdir):
     result = subprocess.run([str(script), '-opt', options.name, *BAD_FORCE_YML], cwd=workdir, capture_output=True,
                             text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith('vfsr: error: ')]
-    assert len(errors) == len(MANY_PROBLEMS_LINES)
+    errors = [line for line in result.stderr.splitlines() if line.startswith('vfsr-train: error: ')]
+    assert len(errors) == len(MANY_PROBLEMS_LINES), result.stderr
+    assert all(line.startswith(('vfsr-train: error: ', 'vfsr-train: warning: ')) for line in result.stderr.splitlines())
     assert files_under(workdir) == before
 
 
 def test_option_file_that_is_not_yaml_is_one_line(workdir, monkeypatch, capsys):
     (workdir / 'broken.yml').write_text('name: broken\ntrain:\n  total_iter: [8\n')
     lines = run_checked(workdir, monkeypatch, capsys, '-opt', 'broken.yml')
-    assert len(lines) == 1 and lines[0].startswith('vfsr: error: -opt: broken.yml is not valid YAML (line ')
+    assert len(lines) == 1 and lines[0].startswith('train.py: error: --opt: broken.yml is not valid YAML (line ')
+
+
+def test_missing_weights_are_all_named_with_full_path_link_and_folder(tmp_path, monkeypatch, capsys):
+    """``vfsr-test --opt options/test_keep_vfhq.yml`` on a fresh clone: every weights file it needs is named at once,
+    each with the full path looked at (relative to the current folder), where it is published and its folder."""
+    lines = run_checked(tmp_path, monkeypatch, capsys, '--opt', str(REPO_ROOT / 'options' / 'test_keep_vfhq.yml'),
+                        is_train=False)
+    weights = [line for line in lines if ': file not found' in line]
+    expected = {  # file -> where it is published
+        'weights/KEEP/KEEP-b76feb75.pth': 'https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP-b76feb75.pth',
+        'weights/LPIPS/vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth',
+        'weights/LPIPS/vgg.pth': 'the lpips pip package',
+        'weights/facexlib/recognition_arcface_ir_se50.pth':
+            'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth',
+    }
+    for path, published in expected.items():
+        line = next((line for line in weights if f"'{path}': file not found" in line), None)
+        assert line is not None, (path, lines)
+        assert line.startswith('test.py: error: ')
+        assert f'where to get it: {published}' in line
+        assert f'put it in {Path(path).parent}/ (looked for {tmp_path / path}, relative to the current folder' in line
+    assert all(line.startswith('test.py: error: ') for line in lines)
+
+
+def test_missing_files_message_names_every_file_once_per_line(tmp_path, monkeypatch):
+    from vfsr_arch.checkpoint import missing_files_message
+    monkeypatch.chdir(tmp_path)
+    message = missing_files_message([
+        ('KEEP weights', 'weights/KEEP/KEEP-b76feb75.pth', 'https://example.org/KEEP-b76feb75.pth', None),
+        ('ArcFace weights', tmp_path / 'w' / 'arcface.pth', None, 'w/facexlib'),
+    ])
+    first, second = message.splitlines()
+    assert first == ("KEEP weights 'weights/KEEP/KEEP-b76feb75.pth': file not found; where to get it: "
+                     "https://example.org/KEEP-b76feb75.pth; put it in weights/KEEP/ (looked for "
+                     f"{tmp_path}/weights/KEEP/KEEP-b76feb75.pth, relative to the current folder; "
+                     "vfsr never downloads)")
+    assert second == (f"ArcFace weights '{tmp_path}/w/arcface.pth': file not found; put it in w/facexlib/ "
+                      f"(looked for {tmp_path}/w/arcface.pth; vfsr never downloads)")

@@ -1,13 +1,15 @@
 """The README and docs run as written.
 
-- Their data commands (``python -m datasets_prep...`` in README.md and docs/data.md) run verbatim on tiny inputs
-  made in the places the commands read, and the shipped option files' datasets are then built from the outputs
-  (with the ``--force_yml`` overrides the docs show): the commands, the docs and the option files cannot drift apart.
+- Their data commands (``python -m datasets_prep...`` in README.md, docs/data.md and docs/training.md) run
+  verbatim on tiny inputs made in the places the commands read, and the shipped option files' datasets are then
+  built from the outputs (with the ``--force-yml`` overrides the docs show): the commands, the docs and the option
+  files cannot drift apart.
 - Their Python blocks run on a tiny configuration: the only change is the one substitution listed in
   ``TINY_CONFIGURATIONS`` (the released 512x512 KEEP becomes a 32x32 one), and each substitution must apply.
 - ``KEEP.restore_video`` takes what the README says it takes, and the relative links of the docs resolve.
 
-The commands run in this process through ``runpy`` (as ``python -m`` would), so they cost no interpreter start.
+The commands run in this process through ``runpy`` (as ``python -m`` would), so they cost no interpreter start;
+tests/test_docs_blocks.py runs every block as written in a fresh process.
 """
 import vfsr_compat  # noqa: F401  (before basicsr)
 
@@ -33,7 +35,7 @@ from datasets_prep.astronaut import astronaut_bgr
 from datasets_prep.make_demo_tufs import make_demo_tufs
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
 
-DOCS_WITH_DATA_COMMANDS = ('README.md', 'docs/data.md')
+DOCS_WITH_DATA_COMMANDS = ('README.md', 'docs/data.md', 'docs/training.md')
 PYTHON_BLOCK_DOCS = ['README.md'] + sorted(f'docs/{path.name}' for path in (REPO_ROOT / 'docs').glob('*.md'))
 # Option files whose datasets the data commands must produce (every split whose data is not an official download).
 OPTION_FILES = ('options/train_vidface_tufs.yml', 'options/test_vidface_tufs.yml', 'options/train_edvr_tufs.yml',
@@ -129,13 +131,13 @@ def test_data_commands_make_what_the_option_files_read(tmp_path, monkeypatch):
             if words not in commands:  # the README and docs/data.md share a few
                 commands.append(words)
     prep = [words for words in commands if words[:2] == ['python', '-m'] and words[2].startswith('datasets_prep.')]
-    trainings = [words for words in commands if words[:3] == ['python', 'train.py', '-opt'] and '--force_yml' in words]
+    trainings = [words for words in commands if words[:3] == ['python', 'train.py', '--opt'] and '--force-yml' in words]
     assert len(prep) >= 10 and len(trainings) >= 2
     for words in prep:
         run_prep_command(words, monkeypatch)
     built = sum(build_datasets(opt_path) for opt_path in OPTION_FILES)
     for words in trainings:  # the docs' --force_yml variants (LMDB) of the option files
-        after = words[words.index('--force_yml') + 1:]
+        after = words[words.index('--force-yml') + 1:]
         force_yml = after[:next((i for i, word in enumerate(after) if word.startswith('--')), len(after))]
         built += build_datasets(words[3], force_yml)
     assert built >= len(OPTION_FILES) + len(trainings)

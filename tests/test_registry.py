@@ -41,4 +41,4 @@ def test_console_scripts_are_installed_and_check_options(tmp_path):
         path = Path(sys.executable).parent / script  # installed by `pip install -e .` beside this interpreter
         result = subprocess.run([str(path), '-opt', 'missing.yml'], cwd=tmp_path, capture_output=True, text=True)
         assert result.returncode == 2
-        assert result.stderr.strip() == "vfsr: error: -opt: option file 'missing.yml' does not exist"
+        assert result.stderr.strip() == f"{script}: error: --opt: option file 'missing.yml' does not exist"

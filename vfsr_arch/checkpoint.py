@@ -3,7 +3,8 @@
 Files are read with ``torch.load(weights_only=True)`` only: nothing is ever unpickled. When a file cannot be used,
 :class:`CheckpointError` says in one line which case it is:
 
-* the file is missing (:class:`MissingCheckpointError`, also a ``FileNotFoundError``), naming where it is published;
+* the file is missing (:class:`MissingCheckpointError`, also a ``FileNotFoundError``), in the words of
+  :func:`missing_files_message`, which every command uses for the files it needs and never downloads;
 * it is not a PyTorch checkpoint (not written by ``torch.save``, truncated, a plain pickle);
 * it contains pickled code or objects (classes, functions): refused, naming them;
 * it holds no network weights (e.g. a training state given as ``pretrain_network_g``);
@@ -20,10 +21,11 @@ Usage::
     load_network_weights(net, 'weights/KEEP/KEEP-b76feb75.pth', wrapper_keys=('params_ema', 'params'))
     state = read_checkpoint('experiments/x/training_states/8.state', 'training state')
 """
+import os
 import pickletools
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from copy import deepcopy
 from pathlib import Path
 
@@ -43,6 +45,35 @@ class MissingCheckpointError(CheckpointError, FileNotFoundError):
     """A checkpoint file does not exist; vfsr never downloads one."""
 
 
+def missing_files_message(missing: Iterable[tuple[str, str | os.PathLike, str | None, str | os.PathLike | None]]) \
+        -> str:
+    """The one message for files that vfsr needs and never downloads, one line per file, all of them at once.
+
+    ``missing`` holds ``(what, path, published_at, folder)``: what the file is (an option key such as
+    ``'path.pretrain_network_g'``, or ``'KEEP weights'``), the path as given, where it is published (a direct link
+    or a page; None when it is made by another step, e.g. an earlier training stage) and the folder to put it in
+    (None: the folder of ``path``). Each line says what is missing, the full path looked at (and that a relative
+    path is relative to the current folder), where it is published and which folder it goes in, e.g.::
+
+        path.pretrain_network_g 'weights/KEEP/KEEP-b76feb75.pth': file not found; where to get it:
+        https://github.com/jnjaby/KEEP/releases/download/v1.0.0/KEEP-b76feb75.pth; put it in weights/KEEP/
+        (looked for /home/me/vfsr/weights/KEEP/KEEP-b76feb75.pth, relative to the current folder; vfsr never
+        downloads)
+
+    (one line in the message).
+    """
+    lines = []
+    for what, path, published_at, folder in missing:
+        path = Path(path)
+        looked_at = Path(os.path.abspath(os.path.expanduser(path)))
+        relative = '' if path.expanduser().is_absolute() else ', relative to the current folder'
+        folder = Path(folder) if folder is not None else path.parent
+        where = f'; where to get it: {published_at}' if published_at else ''
+        lines.append(f'{what} {str(path)!r}: file not found{where}; put it in {str(folder).rstrip(os.sep)}{os.sep} '
+                     f'(looked for {looked_at}{relative}; vfsr never downloads)')
+    return '\n'.join(lines)
+
+
 def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = None, mmap: bool = False) -> dict:
     """The dict saved in ``path`` (tensors, numbers, strings and plain containers), loaded on the CPU with
     ``weights_only=True``. ``what`` names the file in errors (e.g. ``'path.pretrain_network_g'``). ``mmap`` maps a
@@ -50,8 +81,7 @@ def read_checkpoint(path, what: str = 'checkpoint', published_at: str | None = N
     path = Path(path)
     label = f'{what} {str(path)!r}'
     if not path.is_file():
-        where = f'; where to get it: {published_at} (vfsr never downloads)' if published_at else ''
-        raise MissingCheckpointError(f'{label}: file not found{where}')
+        raise MissingCheckpointError(missing_files_message([(what, path, published_at, None)]))
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
             warnings.filterwarnings('ignore', message='Detected pickle protocol', category=UserWarning)
