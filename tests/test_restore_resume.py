@@ -223,10 +223,11 @@ def test_output_suffix_and_all_missing_weights_are_reported_before_any_network_l
 
     assert main([str(source), '-o', str(tmp_path / 'out.mp4'), '--model', 'codeformer', '--detector', 'retinaface',
                  '--mask', 'parsing', '--weights-dir', str(weights_dir), '--no-progress']) == 1
-    err = capsys.readouterr().err
-    assert err.startswith('vfsr-restore: error: missing weights') and err.count('\n') == 1
-    for path in ('CodeFormer/codeformer.pth', 'detection_Resnet50_Final.pth', 'facexlib/parsing_parsenet.pth'):
-        assert repr(str(weights_dir / path)) in err
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and all(line.startswith('vfsr-restore: error: ') for line in lines)  # one per file
+    for line, path in zip(lines, ('CodeFormer/codeformer.pth', 'detection_Resnet50_Final.pth',
+                                  'facexlib/parsing_parsenet.pth')):
+        assert repr(str(weights_dir / path)) in line and 'file not found; where to get it: https://' in line
     assert list(tmp_path.iterdir()) == [source]
 
 

@@ -245,25 +245,32 @@ def restore(args) -> int:
             try:
                 report = restore_file(src, dst, settings, detector, restorer, args.report if len(jobs) == 1 else None,
                                       progress=not args.no_progress, upsampler=upsampler, face_mask=face_mask)
-                print(f'vfsr-restore: wrote {dst} ({report["frames_out"]} frames, {len(report["tracks"])} face '
-                      f'tracks, {report["processing_fps"]} frames/s)', file=sys.stderr)
+                tracks = len(report['tracks'])
+                print(f'vfsr-restore: wrote {dst} ({report["frames_out"]} frames, {tracks} face '
+                      f'track{"" if tracks == 1 else "s"}, {report["processing_fps"]} frames/s)', file=sys.stderr)
             except (MediaError, OSError) as error:
                 if len(jobs) == 1:
                     raise
                 failures += 1
-                print(f'vfsr-restore: error: {error}', file=sys.stderr)
+                print_error(error)
         return 1 if failures else 0
     except (MediaError, CheckpointError, OSError, ImportError) as error:
-        print(f'vfsr-restore: error: {error}', file=sys.stderr)
+        print_error(error)
         return 1
     except ValueError as error:
-        print(f'vfsr-restore: error: {error}', file=sys.stderr)
+        print_error(error)
         return 2
+
+
+def print_error(error: Exception) -> None:
+    """``vfsr-restore: error:`` before each line of the message (several missing files: one line each)."""
+    for line in str(error).splitlines():
+        print(f'vfsr-restore: error: {line}', file=sys.stderr)
 
 
 def check_weights(args) -> None:
     """Every weights file the networks will read exists: all missing ones named in one error, before any loads."""
-    from vfsr_arch.checkpoint import MissingCheckpointError
+    from vfsr_arch.checkpoint import MissingCheckpointError, missing_files_message
     from vfsr_restore.background import REALESRGAN_RELEASES
     from vfsr_restore.face_detection import RETINAFACE_RELEASE, detector_weights
     from vfsr_restore.face_mask import PARSING_RELEASE, mask_weights
@@ -275,12 +282,10 @@ def check_weights(args) -> None:
               ('RetinaFace weights', detector_weights(args.detector, args.weights_dir), RETINAFACE_RELEASE),
               ('face-parsing weights', mask_weights(args.mask, args.mask_weights, args.weights_dir), PARSING_RELEASE),
               ('Real-ESRGAN weights', args.background_weights, REALESRGAN_RELEASES)]
-    missing = [(what, Path(path).absolute(), release) for what, path, release in needed
-               if path is not None and not Path(path).is_file()]
+    missing = [(what, path, release, None) for what, path, release in needed
+               if path is not None and not Path(path).expanduser().is_file()]
     if missing:
-        raise MissingCheckpointError('missing weights (vfsr never downloads): ' + '; '.join(
-            f'{what} {str(path)!r} not found: get it from {release or "where it was trained"}, put it in {path.parent}'
-            for what, path, release in missing))
+        raise MissingCheckpointError(missing_files_message(missing))
 
 
 def check_arguments(args, parser) -> None:

@@ -290,7 +290,10 @@ def restorer_weights(model: str, weights: str | Path | None = None,
     if model not in OFFICIAL_MODELS:
         return (None if weights is None else Path(weights)), None
     _, official_file, published_at = OFFICIAL_MODELS[model]
-    return Path(weights) if weights is not None else Path(weights_dir) / official_file, published_at
+    if weights is None:
+        return Path(weights_dir) / official_file, published_at
+    # a file of another name is the user's own (e.g. one they trained): its origin is not the official release
+    return Path(weights), published_at if Path(weights).name == Path(official_file).name else None
 
 
 def build_restorer(model: str = 'keep', network_opt: dict | None = None, weights: str | Path | None = None,
