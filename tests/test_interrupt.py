@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, scratch_repo
+from conftest import REPO_ROOT, default_sigint, scratch_repo
 
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
 
@@ -36,7 +36,7 @@ def stopped_by(workdir: Path, signum: int, args: list[str], new_states_beyond: i
     saved; (exit code, stderr)."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
     process = subprocess.Popen([sys.executable, *args], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 300
     try:
         while not any(int(path.stem) > new_states_beyond for path in (workdir / STATES).glob('*.state')):
