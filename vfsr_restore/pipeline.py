@@ -190,10 +190,10 @@ class EncodeWorker:
 
 
 class DetectionQueue:
-    """Detection jobs, answered in the order they were submitted. With ``overlap`` (a GPU detector) each job runs in
-    a worker thread on its own CUDA stream while the caller restores the faces of the batch before, so that neither
-    the detector nor the restoring network waits for the other; on the CPU both would share the same cores, so a
-    job runs at once in the caller's thread. The answers are the same either way."""
+    """Detection jobs, answered in the order they were submitted. On a GPU (``device`` not the CPU) each job runs in
+    a worker thread, on its own CUDA stream, while the caller restores the faces of the batch before, so that
+    neither the detector nor the restoring network waits for the other; on the CPU both would share the same cores,
+    so a job runs at once in the caller's thread. The answers are the same either way."""
 
     def __init__(self, timed, device: torch.device):
         self.timed = timed
@@ -432,12 +432,17 @@ def detection_scale(width: int, height: int, max_side: int, min_face_size: float
     return min(1.0, max(max_side / max(width, height), smallest / max(min_face_size, smallest)))
 
 
+def scaled_points(points: np.ndarray, factor: float) -> np.ndarray:
+    """Pixel coordinates in an image resized by ``factor`` (pixel centres kept: -0.5 is the edge of both)."""
+    return (points + 0.5) * factor - 0.5
+
+
 def rescaled_face(face: DetectedFace, factor: float) -> DetectedFace:
     """A detection in an image resized by 1/``factor`` moved back to the full-size frame (pixel centres kept)."""
     if factor == 1:
         return face
-    box = (face.box + 0.5) * factor - 0.5
-    return DetectedFace(box.astype(np.float32), ((face.landmarks + 0.5) * factor - 0.5).astype(np.float32), face.score)
+    return DetectedFace(scaled_points(face.box, factor).astype(np.float32),
+                        scaled_points(face.landmarks, factor).astype(np.float32), face.score)
 
 
 def side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
@@ -456,9 +461,9 @@ def debug_overlay(record: PendingFrame, output: np.ndarray, upscale: int, crop_s
         colour = tuple(int(c) for c in np.random.default_rng(face.track_id).integers(96, 256, 3))
         to_frame = cv2.invertAffineTransform(record.matrices[face.track_id])
         corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float64) - 0.5
-        outline = (corners @ to_frame[:, :2].T + to_frame[:, 2] + 0.5) * upscale - 0.5
+        outline = scaled_points(corners @ to_frame[:, :2].T + to_frame[:, 2], upscale)
         cv2.polylines(image, [np.round(outline).astype(np.int32)], True, colour, stroke, cv2.LINE_AA)
-        for x, y in (face.landmarks + 0.5) * upscale - 0.5:
+        for x, y in scaled_points(face.landmarks, upscale):
             cv2.circle(image, (int(round(x)), int(round(y))), 2 * stroke, colour, -1, cv2.LINE_AA)
         label = f'{face.track_id}' + ('' if face.detected else '*') + ('' if face.alpha >= 1 else f' {face.alpha:.2f}')
         scale = 0.35 * stroke
