@@ -22,18 +22,37 @@ from vfsr_restore.cli import main
 FAST = ['--model', 'identity', '--no-progress', '--min-face-size', '24']
 
 
-def cli_process(*args):
+def cli_process(*args, low_priority=False):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS='1')
     return subprocess.Popen([sys.executable, '-m', 'vfsr_restore.cli', *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=low_priority_default_sigint if low_priority else default_sigint)
 
 
-def wait_for_a_segment(process, manifest: Path) -> None:
+def low_priority_default_sigint() -> None:
+    """A child that this test stops in the middle: on a busy machine, at the lowest priority, it cannot run to its
+    end while the test waits for its first segment."""
+    default_sigint()
+    os.nice(19)
+
+
+def stop_after_a_segment(process, manifest: Path, segments: int) -> None:
+    """Wait for the run's first finished segment and freeze it there (SIGSTOP), asserting that it is mid-run; the
+    signal the test then sends is delivered on SIGCONT."""
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         if manifest.is_file() and json.loads(manifest.read_text())['segments']:
-            return
-        time.sleep(0.02)
+            process.send_signal(signal.SIGSTOP)
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, f'the run ended before the test could stop it: {process.stderr.read()}'
+    finished = len(json.loads(manifest.read_text())['segments'])
+    assert 1 <= finished < segments, f'{finished} of {segments} segments finished: not in the middle of the run'
+
+
+def signal_stopped(process, signal_number: int) -> None:
+    process.send_signal(signal_number)
+    process.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize('encoding', [[], ['--crf', '0']], ids=['default', 'lossless'])
@@ -49,12 +68,10 @@ def test_killed_run_resumes_to_the_same_file(tmp_path, encoding):
 
     output = tmp_path / 'resumed.mp4'
     manifest = tmp_path / '.resumed.mp4.vfsr-work' / 'manifest.json'
-    process = cli_process(source, '-o', output, *options)
-    wait_for_a_segment(process, manifest)
-    process.send_signal(signal.SIGKILL)
+    process = cli_process(source, '-o', output, *options, low_priority=True)
+    stop_after_a_segment(process, manifest, segments=8)
+    signal_stopped(process, signal.SIGKILL)
     process.wait()
-    finished_before_kill = len(json.loads(manifest.read_text())['segments'])
-    assert 1 <= finished_before_kill < 8, 'the run was not killed in the middle'
     assert not output.exists() and not (tmp_path / 'resumed_compare.mp4').exists()
 
     threads = torch.get_num_threads()
@@ -78,9 +95,10 @@ def test_interrupted_run_says_how_to_resume_and_keeps_its_segments(tmp_path, sig
     source, output = tmp_path / 'face.mp4', tmp_path / 'out.mp4'
     write_video(source, VideoSpec(128, 96, 40, faces=[FacePath(40)], audio_rate=None))
     manifest = tmp_path / '.out.mp4.vfsr-work' / 'manifest.json'
-    process = cli_process(source, '-o', output, *FAST, '--segment-frames', '2', '--detector-batch', '2')
-    wait_for_a_segment(process, manifest)
-    process.send_signal(signal_number)
+    process = cli_process(source, '-o', output, *FAST, '--segment-frames', '2', '--detector-batch', '2',
+                          low_priority=True)
+    stop_after_a_segment(process, manifest, segments=20)
+    signal_stopped(process, signal_number)
     _, err = process.communicate(timeout=120)
     assert process.returncode == exit_code, err
     assert err == f'vfsr-restore: {word}; finished segments are kept: rerun the same command to continue\n'
