@@ -19,7 +19,6 @@ import inspect
 import os
 import re
 import shlex
-import signal
 import sys
 from collections.abc import Iterator
 from functools import cache
@@ -43,6 +42,7 @@ import vfsr_eval  # noqa: F401  (registers the metrics that val.metrics may name
 import vfsr_models  # noqa: F401
 from vfsr_arch.checkpoint import CheckpointError, check_pretrained_networks, missing_files_message, read_checkpoint
 from vfsr_eval.clip_scoring import ClipInputError
+from vfsr_io.stopping import Terminated, stop_exit_code, stop_signals
 
 REPO_ROOT = Path(__file__).resolve().parent
 OPTION_FOLDERS = ('options', 'tests/options')  # where a mistyped -opt path looks for what was meant
@@ -473,14 +473,6 @@ def check_checkpoints(opt: dict, problems: Problems) -> None:
         problems.errors.append(str(error))
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (a scheduler or ``kill`` stopping the run); raised in the main thread like Ctrl-C."""
-
-
-def raise_terminated(signum, frame):
-    raise Terminated
-
-
 def interrupted_line(args: argparse.Namespace, argv: list[str], root_path: str, is_train: bool) -> str:
     """What a stopped run says: that it stopped and, for training, how to continue (the newest training state
     BasicSR saved, read from disk now); ``argv`` are the flags as given, repeated in the command to rerun."""
@@ -508,16 +500,13 @@ def run(root_path: str, is_train: bool) -> None:
     prefix = f'{command_name(is_train)}: error:'
     argv = sys.argv[1:]
     args = build_parser(is_train).parse_args(argv)  # --help prints the flags and exits; a bad flag exits with code 2
-    previous_handler = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        run_checked(args, root_path, is_train, prefix)
-    except (KeyboardInterrupt, Terminated) as stop:
-        code = 143 if isinstance(stop, Terminated) else 130
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the goodbye
-        print(f'\n{command_name(is_train)}: {interrupted_line(args, argv, root_path, is_train)}', file=sys.stderr)
-        raise SystemExit(code) from None
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+    with stop_signals():
+        try:
+            run_checked(args, root_path, is_train, prefix)
+        except (KeyboardInterrupt, Terminated) as stop:
+            code = stop_exit_code(stop)
+            print(f'\n{command_name(is_train)}: {interrupted_line(args, argv, root_path, is_train)}', file=sys.stderr)
+            raise SystemExit(code) from None
 
 
 def run_checked(args: argparse.Namespace, root_path: str, is_train: bool, prefix: str) -> None:

@@ -285,7 +285,9 @@ def test_format_number():
         '4.70e-05', '2.50e-06', '0.0123', '0.00991', '27.9994', '0', 'undefined', '-3.00e-05']
 
 
-def test_ctrl_c_stops_with_one_line_and_exit_code_130(random_frames, tmp_path):
+@pytest.mark.parametrize('signal_number, code, word', [(signal.SIGINT, 130, 'interrupted'),
+                                                       (signal.SIGTERM, 143, 'terminated')])
+def test_ctrl_c_or_sigterm_stops_with_one_line_and_nothing_written(random_frames, tmp_path, signal_number, code, word):
 
     for clip in range(40):
         write_clip(tmp_path / 'method' / f'clip{clip:02d}', {f'{n}.png': random_frames[n] for n in range(12)})
@@ -300,11 +302,11 @@ def test_ctrl_c_stops_with_one_line_and_exit_code_130(random_frames, tmp_path):
         character = process.stderr.read(1)
         assert character, f'ended before scoring: {seen}'
         seen += character
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     rest = process.stderr.read()
-    assert process.wait(timeout=60) == 130
+    assert process.wait(timeout=60) == code
     lines = [line for line in rest.replace('\r', '\n').splitlines() if line.strip() and '%|' not in line]
-    assert lines == ['vfsr-evaluate: interrupted; nothing written'], rest
+    assert lines == [f'vfsr-evaluate: {word}; nothing written'], rest
     assert not (tmp_path / 'out').exists()
 
 

@@ -19,8 +19,8 @@ Output folder (written whole or not at all): ``metrics_<method>.json`` (the form
 clips per method, then every clip), and with ``--plot`` PNGs in ``plots/``: per-frame curves of each frame metric,
 one line per method, and the KEEP paper's flicker picture (a vertical line of pixels from every frame, side by side).
 The JSON files are standard JSON: a value that is not a finite number (PSNR of identical frames) is null, with why
-under ``undefined`` (metrics files) or in the row's ``note`` (tables; an empty cell in the CSV). Ctrl-C stops with
-exit code 130 and writes nothing.
+under ``undefined`` (metrics files) or in the row's ``note`` (tables; an empty cell in the CSV). Ctrl-C (exit code
+130) and SIGTERM (143) stop it with one line, and nothing is written.
 """
 import argparse
 import csv
@@ -46,6 +46,7 @@ from vfsr_data.clip_frames import IMAGE_EXTENSIONS
 from vfsr_eval.clip_scoring import ClipInputError, ClipScores, score_clip
 from vfsr_eval.metric_presets import METRIC_PRESETS
 from vfsr_eval.metrics_file import format_number, metrics_record, strict_json, write_json_atomically
+from vfsr_io.stopping import TERMINATED, Terminated, stop_exit_code, stop_signals
 
 
 class EvaluationError(ValueError):
@@ -345,29 +346,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        methods = parse_methods(args.method)
-        metrics = parse_metrics(args.metrics)
-        gt_root = Path(args.gt) if args.gt else None
-        output = Path(args.output)
-        if output.exists() and not args.overwrite:
-            raise EvaluationError(f'{output} already exists; remove it or pass --overwrite')
-        if not 0 <= args.slice_position <= 1:
-            raise EvaluationError('--slice-position must be between 0 and 1')
-        evaluation = evaluate(methods, gt_root, metrics, args.device, progress=not args.no_progress,
-                              allow_missing=args.allow_missing)
-        if not any(clip.values for scores in evaluation.results.values() for clip in scores):
-            raise EvaluationError('no metric could be computed (reference metrics need --gt)')
-        table = write_outputs(output, evaluation, args.dataset, methods, gt_root, args.plot, args.slice_position,
-                              args.overwrite)
-    except (EvaluationError, CheckpointError, FileNotFoundError) as error:
-        print(f'vfsr-evaluate: error: {error}', file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: the output folder is not written (atomic_directory removes the partial one)
-        print('\nvfsr-evaluate: interrupted; nothing written', file=sys.stderr)
-        return 130
+    with stop_signals():
+        try:
+            table = run(args)
+        except (EvaluationError, CheckpointError, FileNotFoundError) as error:
+            print(f'vfsr-evaluate: error: {error}', file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, Terminated) as stop:  # the output folder is not written (atomic_directory)
+            code = stop_exit_code(stop)
+            print(f'\nvfsr-evaluate: {"terminated" if code == TERMINATED else "interrupted"}; nothing written',
+                  file=sys.stderr)
+            return code
     print(table, end='')
     return 0
+
+
+def run(args: argparse.Namespace) -> str:
+    """Score the methods of ``args`` and write the output folder; returns the table printed."""
+    methods = parse_methods(args.method)
+    metrics = parse_metrics(args.metrics)
+    gt_root = Path(args.gt) if args.gt else None
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise EvaluationError(f'{output} already exists; remove it or pass --overwrite')
+    if not 0 <= args.slice_position <= 1:
+        raise EvaluationError('--slice-position must be between 0 and 1')
+    evaluation = evaluate(methods, gt_root, metrics, args.device, progress=not args.no_progress,
+                          allow_missing=args.allow_missing)
+    if not any(clip.values for scores in evaluation.results.values() for clip in scores):
+        raise EvaluationError('no metric could be computed (reference metrics need --gt)')
+    return write_outputs(output, evaluation, args.dataset, methods, gt_root, args.plot, args.slice_position,
+                         args.overwrite)
 
 
 def console_main() -> None:

@@ -15,19 +15,14 @@ exit with 1 (input or weights) or 2 (usage); no partial output file is left unde
 import argparse
 import glob
 import os
-import signal
 import sys
-import threading
 import warnings
 from pathlib import Path
 
-# Only the standard library above: --help and usage errors answer at once; torch and the networks load after.
+from vfsr_io.stopping import TERMINATED, Terminated, stop_exit_code, stop_signals, stops_held
+
+# Only the standard library and vfsr_io above: --help and usage errors answer at once; torch loads after.
 VIDEO_SUFFIX = '.mp4'
-
-
-class Terminated(BaseException):
-    """SIGTERM (a plain ``kill``, a scheduler's stop), raised like Ctrl-C's KeyboardInterrupt so that every cleanup
-    on the way out runs."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -195,28 +190,24 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_arguments(args, parser)
-    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
-    try:
-        return restore(args)
-    except KeyboardInterrupt:
-        print('vfsr-restore: interrupted; finished segments are kept: rerun the same command to continue',
-              file=sys.stderr)
-        return 130
-    except Terminated:
-        print('vfsr-restore: terminated; finished segments are kept: rerun the same command to continue',
-              file=sys.stderr)
-        return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with stop_signals():
+        try:
+            with stops_held():  # torch, basicsr, the networks: a stop inside an import could surface as another error
+                import_libraries()
+            return restore(args)
+        except (KeyboardInterrupt, Terminated) as stop:
+            code = stop_exit_code(stop)
+            word = 'terminated' if code == TERMINATED else 'interrupted'
+            print(f'vfsr-restore: {word}; finished segments are kept: rerun the same command to continue',
+                  file=sys.stderr)
+            return code
 
 
-def _terminate(signum, frame):
-    raise Terminated()
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def import_libraries() -> None:
+    import vfsr_restore.face_detection  # noqa: F401
+    import vfsr_restore.face_mask  # noqa: F401
+    import vfsr_restore.pipeline  # noqa: F401
+    import vfsr_restore.restorers  # noqa: F401
 
 
 def restore(args) -> int:
