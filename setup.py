@@ -10,7 +10,7 @@ setup(
     long_description_content_type='text/markdown',
     python_requires='>=3.10',
     packages=find_packages(include=['vfsr_arch', 'vfsr_data', 'vfsr_models', 'vfsr_restore', 'vfsr_eval',
-                                    'datasets_prep', 'vfsr_app', 'vfsr_io']),
+                                    'datasets_prep', 'vfsr_app', 'vfsr_io', 'vfsr_face']),
     py_modules=['vfsr_compat', 'vfsr_registry', 'vfsr_cli'],
     install_requires=[
         'torch>=2.1',

@@ -40,8 +40,8 @@ import vfsr_arch  # noqa: F401  (registers the plugin's networks)
 import vfsr_data  # noqa: F401
 import vfsr_eval  # noqa: F401  (registers the metrics that val.metrics may name)
 import vfsr_models  # noqa: F401
-from vfsr_arch.checkpoint import CheckpointError, check_pretrained_networks, missing_files_message, read_checkpoint
 from vfsr_eval.clip_scoring import ClipInputError
+from vfsr_io.checkpoint import CheckpointError, check_pretrained_networks, missing_files_message, read_checkpoint
 from vfsr_io.stopping import Terminated, stop_exit_code, stop_signals
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -339,7 +339,7 @@ def referenced_paths(opt: dict) -> Iterator[tuple[str, str, str, str]]:
 
 def check_paths(opt: dict, problems: Problems) -> None:
     """Missing data is one line each; missing weights files are listed together in the words of
-    :func:`vfsr_arch.checkpoint.missing_files_message` (full path, where published, which folder)."""
+    :func:`vfsr_io.checkpoint.missing_files_message` (full path, where published, which folder)."""
     missing_weights = []
     for key, name, value, kind in referenced_paths(opt):
         if kind == 'weights':

@@ -7,7 +7,6 @@ working. We never vendor or fork basicsr: every fix replaces one function or wra
 | problem in the stock package                                   | fix                                  |
 |----------------------------------------------------------------|--------------------------------------|
 | basicsr imports ``torchvision.transforms.functional_tensor``   | :func:`alias_functional_tensor`      |
-| ``BaseModel.get_optimizer`` knows only Adam                    | :func:`any_torch_optimizer`          |
 | video validation creates metric tensors on ``'cuda'``          | :func:`metric_results_on_model_device` |
 | NCCL-only ``init_dist`` and ``torch.cuda.set_device`` on CPU   | :func:`gloo_on_cpu`                  |
 | DDP wrapping passes a CUDA ``device_ids`` on CPU               | :func:`gloo_on_cpu`                  |
@@ -42,27 +41,6 @@ def alias_functional_tensor():
     """basicsr 1.4.2 imports ``torchvision.transforms.functional_tensor``, removed in torchvision 0.17."""
     if importlib.util.find_spec('torchvision.transforms.functional_tensor') is None:
         sys.modules['torchvision.transforms.functional_tensor'] = torchvision.transforms.functional
-
-
-def any_torch_optimizer():
-    """Let ``optim_g: {type: AdamW, ..., lookahead: {alpha: 0.5, k: 6}}`` name any ``torch.optim`` optimizer.
-
-    The optional ``lookahead`` entry wraps the optimizer in :class:`vfsr_models.lookahead.Lookahead`.
-    """
-    from basicsr.models.base_model import BaseModel
-
-    def get_optimizer(self, optim_type, params, lr, lookahead=None, **kwargs):
-        optimizer_class = getattr(torch.optim, optim_type, None)
-        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
-            raise ValueError(f'optimizer type {optim_type!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)')
-        optimizer = optimizer_class(params, lr, **kwargs)
-        if lookahead is not None:
-            from vfsr_models.lookahead import Lookahead
-
-            optimizer = Lookahead(optimizer, **lookahead)
-        return optimizer
-
-    BaseModel.get_optimizer = get_optimizer
 
 
 def metric_results_on_model_device():
@@ -136,7 +114,7 @@ def gloo_on_cpu():
 
 def resume_on_any_device():
     """basicsr loads resume states with ``storage.cuda(...)`` and the full unpickler; load them onto the CPU (the
-    model moves them) with ``weights_only=True`` through :mod:`vfsr_arch.checkpoint`. A training state holds only
+    model moves them) with ``weights_only=True`` through :mod:`vfsr_io.checkpoint`. A training state holds only
     numbers, tensors and plain containers (optimizer and scheduler state dicts, ``iter``, ``epoch``).
     """
     import basicsr.train
@@ -155,7 +133,7 @@ def resume_on_any_device():
             return None
         if not os.path.isfile(resume_state_path):
             raise FileNotFoundError(f'path.resume_state: no training state at {resume_state_path}')
-        from vfsr_arch.checkpoint import read_checkpoint
+        from vfsr_io.checkpoint import read_checkpoint
 
         resume_state = read_checkpoint(resume_state_path, 'path.resume_state')
         check_resume(opt, resume_state['iter'])
@@ -166,12 +144,12 @@ def resume_on_any_device():
 
 def checked_network_loading():
     """basicsr's ``load_network`` (``path.pretrain_network_*``, and the networks of a resumed run) lets PyTorch's
-    raw errors through; it loads through :mod:`vfsr_arch.checkpoint` instead: weights only, one-line errors."""
+    raw errors through; it loads through :mod:`vfsr_io.checkpoint` instead: weights only, one-line errors."""
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import get_root_logger
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
-        from vfsr_arch.checkpoint import load_network_weights
+        from vfsr_io.checkpoint import load_network_weights
 
         net = self.get_bare_model(net)
         option = next((f'path.{key}' for key, value in self.opt['path'].items()
@@ -314,7 +292,7 @@ def facexlib_offline_any_device():
         model = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se')
         url = 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth'
         path = local_file_only(url, save_dir=model_rootpath)
-        from vfsr_arch.checkpoint import load_network_weights
+        from vfsr_io.checkpoint import load_network_weights
 
         load_network_weights(model, path, wrapper_keys=(), what='facexlib arcface weights')
         return model.eval().to(device)
@@ -383,7 +361,6 @@ def basicvsrpp_cpu_cache_only_on_cuda():
 
 def apply_all():
     alias_functional_tensor()
-    any_torch_optimizer()
     metric_results_on_model_device()
     gloo_on_cpu()
     resume_on_any_device()

@@ -75,7 +75,7 @@ def random_lpips_weights(folder: Path) -> dict:
     import torch
     import torchvision
 
-    from vfsr_models.lpips_loss import VGG16_SLICE_CHANNELS
+    from vfsr_arch.lpips_arch import VGG16_SLICE_CHANNELS
 
     features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs['D'])
     torch.save({f'features.{k}': v for k, v in features.state_dict().items()}, folder / 'vgg16.pth')

@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 from basicsr.metrics import calculate_metric  # noqa: E402
 
 import vfsr_eval  # noqa: E402, F401  (registers the metrics)
-from datasets_prep.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr  # noqa: E402
 from vfsr_data.face_landmarks import align_face  # noqa: E402
 from vfsr_eval.face_keypoints import clip_landmarks  # noqa: E402
+from vfsr_face.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr  # noqa: E402
 
 FRAMES = 12
 SIZE = 256

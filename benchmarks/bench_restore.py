@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.harness import machine_description  # noqa: E402
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video  # noqa: E402
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video  # noqa: E402
 
 
 def measure(source: Path, output: Path, args) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import yaml
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Tiny networks: the released configurations would take seconds to minutes per frame on a CPU.

@@ -21,7 +21,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import BadClipError, ClipFrames
 from vfsr_data.face_landmarks import (
@@ -32,6 +31,7 @@ from vfsr_data.face_landmarks import (
     transform_points,
     write_landmark_file,
 )
+from vfsr_io.atomic_output import atomic_directory
 
 
 def read_clip_landmarks(path: Path, subtract_crop: bool) -> dict[str, np.ndarray]:

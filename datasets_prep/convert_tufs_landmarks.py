@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.tufs_dataset import NUM_LANDMARKS
+from vfsr_io.atomic_output import atomic_directory
 
 
 def convert_landmark_pickle(pickle_path: str | Path, npz_path: str | Path, overwrite: bool = False) -> int:

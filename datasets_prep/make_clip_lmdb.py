@@ -20,9 +20,9 @@ import cv2
 from basicsr.utils.lmdb_util import LmdbMaker
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import ClipFrames
+from vfsr_io.atomic_output import atomic_directory
 
 
 def make_clip_lmdb(input_root: str | Path, output: str | Path, compress_level: int = 1, overwrite: bool = False,

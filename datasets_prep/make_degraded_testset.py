@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory, write_text_atomically
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.clip_frames import ClipFrames, bgr_to_rgb_float
 from vfsr_data.video_degradation import VideoDegradation, VideoDegradationOptions, to_uint8
+from vfsr_io.atomic_output import atomic_directory, write_text_atomically
 
 # VFHQ-Test splits for KEEP Table 1 (docs/evaluate.md). Only 'easy' is defined by the official code; the KEEP paper
 # does not publish the blur, noise and CRF ranges of a mild/medium/heavy split. 'mild' is the official 'easy' under

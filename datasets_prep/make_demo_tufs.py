@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 import skimage.data
 
-from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
+from vfsr_face.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
+from vfsr_io.atomic_output import atomic_directory
 
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7

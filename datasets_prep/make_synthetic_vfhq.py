@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS, astronaut_bgr
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
 from vfsr_data.face_landmarks import transform_points, write_landmark_file
+from vfsr_face.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS, astronaut_bgr
+from vfsr_io.atomic_output import atomic_directory
 
 FACE_FRACTION = 0.6  # face width / frame width: leaves background around the face, as in raw VFHQ frames
 START_ROTATION_DEG, START_SCALE, START_SHIFT = 10.0, (0.9, 1.1), 0.06  # shift as a fraction of the frame size

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets_prep.astronaut import astronaut_bgr
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
+from vfsr_face.astronaut import astronaut_bgr
+from vfsr_io.atomic_output import atomic_directory
 
 
 def make_tiny_vimeo(output, num_clips=4, gt_size=64, scale=4, num_frames=7, seed=0, overwrite=False) -> Path:

@@ -41,10 +41,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets_prep.atomic_output import atomic_directory, write_text_atomically
 from datasets_prep.cli import ScriptParser, run_script
 from datasets_prep.convert_tufs_landmarks import save_landmarks_npz
 from vfsr_data.clip_frames import IMAGE_EXTENSIONS
+from vfsr_io.atomic_output import atomic_directory, write_text_atomically
 
 GT_HEIGHT, GT_WIDTH = 128, 96
 NUM_SNAPSHOTS = 7
@@ -219,7 +219,7 @@ def make_tufs(videos_root: str | Path, output: str | Path, detector: str = 'mtcn
     """Build the TUFs-145K layout under ``output`` from every video under ``videos_root`` (with ``frame_folders``:
     every folder of frame images, one per video); returns {'sequences': count written in total, 'skipped':
     {video: reason}}."""
-    from vfsr_restore.face_detection import build_face_detector
+    from vfsr_face.detection import build_face_detector
 
     videos_root, output = Path(videos_root), Path(output)
     if not videos_root.is_dir():

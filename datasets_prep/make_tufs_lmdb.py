@@ -2,7 +2,7 @@
 
 Keys are ``<clip>/<seq>/imN`` (basicsr's Vimeo90K convention); the LMDB's ``meta_info.txt`` lists every frame, so
 the datasets can take their clip list from it. The LMDB is built under a hidden partial name and renamed when complete
-(``datasets_prep.atomic_output``), so an interrupted run never leaves a half-written LMDB and simply starts again.
+(``vfsr_io.atomic_output``), so an interrupted run never leaves a half-written LMDB and simply starts again.
 An existing LMDB is kept unless ``--overwrite`` (then replaced once the new one is complete). Train on it with
 ``io_backend: {type: lmdb}`` and ``dataroot_gt: <output>``.
 
@@ -17,8 +17,8 @@ import vfsr_compat  # noqa: F401  (must run before basicsr is imported)
 # isort: split
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 
-from datasets_prep.atomic_output import atomic_directory
 from datasets_prep.cli import ScriptParser, run_script
+from vfsr_io.atomic_output import atomic_directory
 
 
 def make_tufs_lmdb(clip_root: str | Path, lmdb_path: str | Path, overwrite: bool = False) -> int:

@@ -23,7 +23,7 @@ import torch
 import yaml
 from conftest import REPO_ROOT
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
 pytest.importorskip('gradio', reason='vfsr-app needs the app extra: pip install -e ".[app]"')
 playwright_api = pytest.importorskip('playwright.sync_api', reason='pip install -e ".[app]"')

@@ -13,7 +13,7 @@ from conftest import REPO_ROOT, run_python, scratch_repo
 
 import vfsr_arch  # noqa: F401  (registers the archs)
 from datasets_prep.make_tiny_vimeo import make_tiny_vimeo
-from vfsr_arch.checkpoint import CheckpointError, MissingCheckpointError, read_checkpoint
+from vfsr_io.checkpoint import CheckpointError, MissingCheckpointError, read_checkpoint
 
 EDVR_OPTIONS = REPO_ROOT / 'tests' / 'options' / 'edvr_tiny_cpu.yml'
 TINY_KEEP = dict(img_size=32, nf=32, ch_mult=[1, 1, 1], res_blocks=2, attn_resolutions=[8], codebook_size=64,

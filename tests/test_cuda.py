@@ -122,8 +122,8 @@ def test_restore_cli_on_cuda(tmp_path, video, model, network_g, precision):  # n
 def test_detection_on_its_own_cuda_stream_gives_the_answers_of_the_main_thread(tmp_path, detector_name):
     """vfsr-restore runs detection on the network's GPU, in a worker thread on its own stream (DetectionQueue), so
     that the detector and the network overlap; the faces found must be those of a plain call."""
-    from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
-    from vfsr_restore.face_detection import build_face_detector, detector_weights
+    from vfsr_face.detection import build_face_detector, detector_weights
+    from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
     from vfsr_restore.media import probe, read_frames
     from vfsr_restore.pipeline import DetectionQueue
 

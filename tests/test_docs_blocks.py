@@ -32,7 +32,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
 DOCS = ['README.md'] + sorted(f'docs/{path.name}' for path in (REPO_ROOT / 'docs').glob('*.md'))
 NOT_RUN, SHORTENED_MARK, DRY_RUN, STOPS = ('<!-- not run by tests:', '<!-- shortened by tests:',

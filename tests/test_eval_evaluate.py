@@ -311,7 +311,7 @@ def test_ctrl_c_or_sigterm_stops_with_one_line_and_nothing_written(random_frames
 
 
 def test_frame_names_without_a_number_or_with_the_same_number_are_errors(random_frames, tmp_path):
-    from vfsr_eval.evaluate import EvaluationError, clip_frames
+    from vfsr_eval.clip_folders import EvaluationError, clip_frames
 
     write_clip(tmp_path / 'ok', {'00000003_500000.png': random_frames[0], 'frame_10.png': random_frames[1],
                                  '2.jpg': random_frames[2]})

@@ -13,9 +13,9 @@ from conftest import REPO_ROOT
 
 import vfsr_cli
 import vfsr_data  # noqa: F401
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
 from datasets_prep.make_tufs import GT_HEIGHT, GT_WIDTH, main, make_tufs
 from vfsr_data.tufs_dataset import load_landmark_file
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
 FRAMES = 10
 # Identities whose CRC32 puts them on either side of test_fraction 0.5: one sequence in each split.
@@ -105,7 +105,7 @@ def test_rerun_resumes_and_bad_input_is_one_line(tufs, tmp_path, monkeypatch, ca
 
 def test_make_ijbc_builds_the_layout_the_ijbc_option_files_read(tmp_path, monkeypatch, capsys):
     from datasets_prep import make_ijbc
-    from datasets_prep.make_face_video import render_frames
+    from vfsr_face.synthetic_video import render_frames
 
     folder = tmp_path / 'frames' / 'subject7' / 'video3'
     folder.mkdir(parents=True)

@@ -14,11 +14,11 @@ import torchvision
 from basicsr.metrics import calculate_metric
 
 import vfsr_eval  # noqa: F401  (registers the metrics)
-from datasets_prep.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr
+from vfsr_arch.lpips_arch import ALEXNET_SLICE_CHANNELS, VGG16_SLICE_CHANNELS
 from vfsr_data.face_landmarks import align_face, template_for_size
 from vfsr_eval.clip_scoring import ClipInputError, score_clip
 from vfsr_eval.landmark_jitter_metric import landmark_jitter
-from vfsr_models.lpips_loss import ALEXNET_SLICE_CHANNELS, VGG16_SLICE_CHANNELS
+from vfsr_face.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr
 
 
 def metric(metric_type, img, img2=None, **opts) -> float:

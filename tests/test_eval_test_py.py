@@ -17,7 +17,7 @@ import vfsr_arch  # noqa: F401
 from datasets_prep.align_vfhq_clips import align_clips
 from datasets_prep.make_degraded_testset import make_degraded_testset
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
-from vfsr_models.lpips_loss import VGG16_SLICE_CHANNELS
+from vfsr_arch.lpips_arch import VGG16_SLICE_CHANNELS
 
 NEW_METRICS = {
     'lpips': dict(type='calculate_lpips', net='vgg', trunk_weights_path='weights/LPIPS/vgg16-397923af.pth',

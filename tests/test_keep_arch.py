@@ -15,9 +15,9 @@ from conftest import (
 )
 
 import vfsr_arch  # noqa: F401  (registers the archs)
-from vfsr_arch.checkpoint import CheckpointError
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.kalman_filter import KalmanFilter
+from vfsr_io.checkpoint import CheckpointError
 
 # KEEP tiny A's layout (the smallest the VQGAN's GroupNorm(32) allows): 32x32 frames, 8x8 latent, a small GMFlow
 TINY = dict(img_size=32, nf=32, ch_mult=[1, 1, 1], res_blocks=2, attn_resolutions=[8], codebook_size=64, emb_dim=32,

@@ -23,7 +23,7 @@ from datasets_prep.align_vfhq_clips import align_clips
 from datasets_prep.make_degraded_testset import make_degraded_testset
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
 from vfsr_arch.gmflow_arch import GMFlow
-from vfsr_models.lpips_loss import VGG16_SLICE_CHANNELS
+from vfsr_arch.lpips_arch import VGG16_SLICE_CHANNELS
 
 OPTIONS_DIR = REPO_ROOT / 'tests' / 'options'
 TINY_GMFLOW = dict(num_scales=1, upsample_factor=8, feature_channels=32, num_transformer_layers=1,

@@ -200,7 +200,7 @@ def test_missing_weights_are_all_named_with_full_path_link_and_folder(tmp_path, 
 
 
 def test_missing_files_message_names_every_file_once_per_line(tmp_path, monkeypatch):
-    from vfsr_arch.checkpoint import missing_files_message
+    from vfsr_io.checkpoint import missing_files_message
     monkeypatch.chdir(tmp_path)
     message = missing_files_message([
         ('KEEP weights', 'weights/KEEP/KEEP-b76feb75.pth', 'https://example.org/KEEP-b76feb75.pth', None),

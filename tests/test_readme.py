@@ -31,9 +31,9 @@ from conftest import REPO_ROOT
 from test_keep_arch import TINY
 
 import vfsr_cli
-from datasets_prep.astronaut import astronaut_bgr
 from datasets_prep.make_demo_tufs import make_demo_tufs
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
+from vfsr_face.astronaut import astronaut_bgr
 
 DOCS_WITH_DATA_COMMANDS = ('README.md', 'docs/data.md', 'docs/training.md')
 PYTHON_BLOCK_DOCS = ['README.md'] + sorted(f'docs/{path.name}' for path in (REPO_ROOT / 'docs').glob('*.md'))

@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import REPO_ROOT
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
 # Encode every frame of an input through SegmentEncoder in a process limited to the given CPUs; print the file's hash.
 ENCODE = '''

@@ -7,9 +7,9 @@ import pytest
 import skimage.data
 import torch
 
-from datasets_prep.astronaut import ASTRONAUT_LANDMARKS
-from vfsr_arch.checkpoint import CheckpointError, MissingCheckpointError
-from vfsr_restore.face_detection import DetectedFace, build_face_detector
+from vfsr_face.astronaut import ASTRONAUT_LANDMARKS
+from vfsr_face.detection import DetectedFace, build_face_detector
+from vfsr_io.checkpoint import CheckpointError, MissingCheckpointError
 
 
 @pytest.fixture(scope='module')

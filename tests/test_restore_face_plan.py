@@ -3,7 +3,7 @@ faces faded in and out where they appear or leave inside a scene; the tracker ke
 import numpy as np
 import pytest
 
-from vfsr_restore.face_detection import DetectedFace
+from vfsr_face.detection import DetectedFace
 from vfsr_restore.face_plan import FacePlanner
 from vfsr_restore.tracking import FaceSelection, FaceTracker
 

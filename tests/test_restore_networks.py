@@ -10,9 +10,9 @@ import torch
 import yaml
 from conftest import randomize_like_reference
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
 from vfsr_arch import acceleration
-from vfsr_arch.checkpoint import read_checkpoint
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
+from vfsr_io.checkpoint import read_checkpoint
 from vfsr_restore.cli import main
 from vfsr_restore.restorers import ARCH_REGISTRY, KEEPRestorer
 
@@ -211,7 +211,7 @@ def test_parsing_mask_from_facexlib_weights_averaged_per_track(tmp_path, video, 
     loading path and changes the paste; its mask is a moving average per track; missing weights are one line."""
     from facexlib.parsing.parsenet import ParseNet
 
-    from vfsr_restore.face_mask import ParsingMask
+    from vfsr_face.mask import ParsingMask
 
     with torch.random.fork_rng():
         torch.manual_seed(3)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, default_sigint
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 from vfsr_restore.cli import main
 
 FAST = ['--model', 'identity', '--no-progress', '--min-face-size', '24']

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 from vfsr_restore.cli import main
 
 FAST = ['--model', 'identity', '--no-progress', '--min-face-size', '24', '--detector-batch', '12']
@@ -147,7 +147,7 @@ def test_identity_restorer_pastes_faces_back_exactly(videos, tmp_path):
 
 
 def test_frames_folder_and_images(tmp_path):
-    from datasets_prep.make_face_video import render_frames
+    from vfsr_face.synthetic_video import render_frames
 
     folder = tmp_path / 'frames'
     folder.mkdir()
@@ -221,7 +221,7 @@ def test_detecting_every_fourth_frame_keeps_the_face_to_the_last_frame(videos, t
 def test_debug_overlay_draws_the_crop_outline_and_a_label_inside_the_frame(size, upscale, face_top):
     """The outline is the square the restorer saw (the crop mapped back into the output), the label fits the frame
     even for a face at its top edge."""
-    from datasets_prep.astronaut import ASTRONAUT_LANDMARKS
+    from vfsr_face.astronaut import ASTRONAUT_LANDMARKS
     from vfsr_restore.compositing import crop_matrix
     from vfsr_restore.face_plan import PlannedFace
     from vfsr_restore.media import Frame

@@ -18,7 +18,6 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from conftest import REPO_ROOT
 
 from datasets_prep.align_vfhq_clips import align_clips
-from datasets_prep.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr
 from datasets_prep.make_clip_lmdb import make_clip_lmdb
 from datasets_prep.make_degraded_testset import make_degraded_testset
 from datasets_prep.make_synthetic_vfhq import make_synthetic_vfhq
@@ -30,6 +29,7 @@ from vfsr_data.face_landmarks import (
     transform_points,
     write_landmark_file,
 )
+from vfsr_face.astronaut import ASTRONAUT_LANDMARKS, astronaut_bgr
 
 GT_SIZE, SCALE, NUM_FRAME = 64, 4, 4
 

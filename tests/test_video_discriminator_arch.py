@@ -14,7 +14,7 @@ from conftest import (
 )
 
 import vfsr_arch  # noqa: F401  (registers the archs)
-from vfsr_arch.checkpoint import load_network_weights
+from vfsr_io.checkpoint import load_network_weights
 
 STAGE3 = dict(in_channels=3, nf=32, use_sigmoid=False)  # official stage3_KEEP.yml network_d
 

@@ -8,7 +8,6 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from conftest import TEST_DATA_DIR, load_reference, read_key_list, reference_key_list, state_dict_key_list
 
 import vfsr_arch  # noqa: F401  (registers the archs)
-from vfsr_arch.checkpoint import CheckpointError
 from vfsr_arch.vqgan_arch import (
     AttnBlock,
     GumbelQuantizer,
@@ -17,6 +16,7 @@ from vfsr_arch.vqgan_arch import (
     encoder_fuse_indices,
     generator_fuse_indices,
 )
+from vfsr_io.checkpoint import CheckpointError
 
 OFFICIAL = dict(img_size=512, nf=64, ch_mult=[1, 2, 2, 4, 4, 8], res_blocks=2, attn_resolutions=[16])
 # the smallest VQGAN GroupNorm(32) allows; three levels 32/16/8 with attention at 8

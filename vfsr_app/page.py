@@ -128,7 +128,7 @@ class RestorePage:
             return str(DEMO_CLIP)
         clip = self.work / 'demo' / DEMO_CLIP.name
         if not clip.is_file():
-            from datasets_prep.make_face_video import FacePath, VideoSpec, write_video
+            from vfsr_face.synthetic_video import FacePath, VideoSpec, write_video
 
             clip.parent.mkdir(parents=True, exist_ok=True)
             partial = clip.with_name('.partial.mp4')

@@ -39,7 +39,6 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from vfsr_arch.acceleration import float32_under_autocast
-from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.codeformer_arch import CodePrediction, SFTFusionBlock, check_latent_size, check_resolution_lists
 from vfsr_arch.cross_frame_attention import CrossFrameFusionLayer
 from vfsr_arch.gmflow_arch import GMFlow
@@ -53,6 +52,7 @@ from vfsr_arch.vqgan_arch import (
     encoder_fuse_indices,
     generator_fuse_indices,
 )
+from vfsr_io.checkpoint import load_network_weights
 
 KEEP_RELEASES = 'https://github.com/jnjaby/KEEP/releases (KEEP-b76feb75.pth, KEEP_Asian-4765ebe0.pth)'
 GMFLOW_RELEASES = 'https://github.com/haofeixu/gmflow (gmflow_sintel-0c07dcb3.pth, also in the KEEP releases)'
@@ -510,7 +510,7 @@ class KEEP(nn.Module, CodePrediction):
                              what='KEEP checkpoint')
 
     def checkpoint_configuration_hint(self, state_dict: Mapping[str, torch.Tensor]) -> str | None:
-        """For :mod:`vfsr_arch.checkpoint`: the ``cft_list`` / ``cfa_list`` a KEEP checkpoint needs (e.g. KEEP vs
+        """For :mod:`vfsr_io.checkpoint`: the ``cft_list`` / ``cfa_list`` a KEEP checkpoint needs (e.g. KEEP vs
         KEEP-Asian), or None when those agree or the file is not a KEEP checkpoint at all."""
         if not any(key.startswith('kalman_filter.') for key in state_dict):
             return None

@@ -64,6 +64,6 @@ class Discriminator3D(nn.Module):
     @staticmethod
     def upgrade_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Rename the ``conv.N.*`` keys of earlier vfsr checkpoints to the official ``layers.N.*`` (used by
-        :mod:`vfsr_arch.checkpoint`; official keys pass unchanged)."""
+        :mod:`vfsr_io.checkpoint`; official keys pass unchanged)."""
         return {'layers.' + key.removeprefix(LEGACY_PREFIX) if key.startswith(LEGACY_PREFIX) else key: value
                 for key, value in state_dict.items()}

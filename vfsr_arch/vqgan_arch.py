@@ -3,7 +3,7 @@
 Shared building blocks, imported by ``codeformer_arch`` and ``keep_arch``: :class:`ResBlock`, :class:`AttnBlock`,
 :class:`Encoder`, :class:`VectorQuantizer`, :class:`Generator`, the layout tables derived from the configuration
 (:func:`channels_per_resolution`, :func:`encoder_fuse_indices`, :func:`generator_fuse_indices`). Weights load
-through :mod:`vfsr_arch.checkpoint`.
+through :mod:`vfsr_io.checkpoint`.
 
 State-dict keys and shapes follow the official release (``sczhou/CodeFormer`` ``basicsr/archs/vqgan_arch.py``), so
 official checkpoints load with ``strict=True``. The encoder and the generator are flat ``blocks`` lists whose layout
@@ -19,7 +19,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from vfsr_arch.acceleration import float32_for_exact_codes
-from vfsr_arch.checkpoint import load_network_weights
+from vfsr_io.checkpoint import load_network_weights
 
 CODEFORMER_RELEASES = 'https://github.com/sczhou/CodeFormer/releases'
 

@@ -14,9 +14,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from vfsr_arch.checkpoint import load_network_weights
 from vfsr_eval.clip_scoring import FrameError
 from vfsr_eval.metric_inputs import FrameResultCache, metric_device
+from vfsr_io.checkpoint import load_network_weights
 
 LANDMARK_CACHE = FrameResultCache()
 FAN_WEIGHTS = 'weights/facexlib/alignment_WFLW_4HG.pth'
@@ -27,7 +27,7 @@ FAN_CROP_SCALE = 1.2  # crop side / longer side of the face box
 
 @lru_cache(maxsize=4)
 def face_detector(name: str, weights_dir: str, device: str):
-    from vfsr_restore.face_detection import build_face_detector
+    from vfsr_face.detection import build_face_detector
 
     return build_face_detector(name, weights_dir=weights_dir, device=device)
 

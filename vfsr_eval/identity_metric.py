@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 
-from vfsr_arch.checkpoint import load_network_weights
 from vfsr_data.face_landmarks import template_for_size
 from vfsr_eval.clip_scoring import FrameError, clip_metric, require_clip
 from vfsr_eval.face_keypoints import clip_landmarks
 from vfsr_eval.metric_inputs import FrameResultCache, bgr_to_tensor, metric_device
+from vfsr_io.checkpoint import load_network_weights
 
 ARCFACE_URL = 'https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth'
 DEFAULT_ARCFACE_WEIGHTS = 'weights/facexlib/recognition_arcface_ir_se50.pth'

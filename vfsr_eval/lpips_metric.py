@@ -1,13 +1,13 @@
 """LPIPS as a validation metric (lower is better): the ``lpips`` package's distance with a VGG16 or AlexNet trunk,
-images in [-1, 1], our own network (:class:`vfsr_models.lpips_loss.LPIPSDistance`), weights read from paths."""
+images in [-1, 1], our own network (:class:`vfsr_arch.lpips_arch.LPIPSDistance`), weights read from paths."""
 from functools import lru_cache
 
 import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from vfsr_arch.lpips_arch import LPIPSDistance
 from vfsr_eval.metric_inputs import bgr_to_tensor, metric_device
-from vfsr_models.lpips_loss import LPIPSDistance
 
 
 @lru_cache(maxsize=4)

@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets_prep.atomic_output import write_text_atomically
 from vfsr_eval.clip_scoring import ClipScores, average_over_clips
+from vfsr_io.atomic_output import write_text_atomically
 
 
 def metrics_record(dataset: str, current_iter, clip_scores: Sequence[ClipScores]) -> dict:

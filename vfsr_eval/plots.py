@@ -16,6 +16,7 @@ matplotlib.use('Agg')  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
+from vfsr_eval.clip_folders import read_frames  # noqa: E402
 from vfsr_eval.clip_scoring import ClipScores  # noqa: E402
 
 
@@ -61,8 +62,6 @@ def write_plots(folder: Path, results: dict[str, list[ClipScores]], methods: dic
                 slice_position: float) -> None:
     """Curves and flicker pictures of every clip; ``results`` as :func:`vfsr_eval.evaluate.evaluate` returns,
     ``methods`` the folders of the methods' clips (frames in the order of their numbers)."""
-    from vfsr_eval.evaluate import read_frames
-
     folder.mkdir(parents=True)
     clips = list(dict.fromkeys(scores.clip for all_scores in results.values() for scores in all_scores))
     for clip in clips:

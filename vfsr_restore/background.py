@@ -13,7 +13,7 @@ import torch
 from basicsr.archs.rrdbnet_arch import RRDBNet
 
 from vfsr_arch.acceleration import autocast_context
-from vfsr_arch.checkpoint import CheckpointError, load_network_weights, read_checkpoint
+from vfsr_io.checkpoint import CheckpointError, load_network_weights, read_checkpoint
 
 REALESRGAN_RELEASES = ('https://github.com/xinntao/Real-ESRGAN/releases (RealESRGAN_x4plus.pth, '
                        'RealESRGAN_x2plus.pth)')

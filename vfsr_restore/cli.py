@@ -204,15 +204,15 @@ def main(argv=None) -> int:
 
 
 def import_libraries() -> None:
-    import vfsr_restore.face_detection  # noqa: F401
-    import vfsr_restore.face_mask  # noqa: F401
+    import vfsr_face.detection  # noqa: F401
+    import vfsr_face.mask  # noqa: F401
     import vfsr_restore.pipeline  # noqa: F401
     import vfsr_restore.restorers  # noqa: F401
 
 
 def restore(args) -> int:
     """Restore every job of ``args``: inputs and weights checked first, then the networks loaded once."""
-    from vfsr_arch.checkpoint import CheckpointError
+    from vfsr_io.checkpoint import CheckpointError
     from vfsr_restore.media import MediaError, check_output_suffix, probe
     from vfsr_restore.pipeline import restore_file
 
@@ -261,10 +261,10 @@ def print_error(error: Exception) -> None:
 
 def check_weights(args) -> None:
     """Every weights file the networks will read exists: all missing ones named in one error, before any loads."""
-    from vfsr_arch.checkpoint import MissingCheckpointError, missing_files_message
+    from vfsr_face.detection import RETINAFACE_RELEASE, detector_weights
+    from vfsr_face.mask import PARSING_RELEASE, mask_weights
+    from vfsr_io.checkpoint import MissingCheckpointError, missing_files_message
     from vfsr_restore.background import REALESRGAN_RELEASES
-    from vfsr_restore.face_detection import RETINAFACE_RELEASE, detector_weights
-    from vfsr_restore.face_mask import PARSING_RELEASE, mask_weights
     from vfsr_restore.restorers import restorer_weights
 
     restorer_file, restorer_release = (None, None) if args.random_weights else restorer_weights(
@@ -321,8 +321,8 @@ def build_networks(args, settings):
     """The detector, the restorer and (background upsampler, face mask) that ``args`` ask for, loaded once."""
     import torch
 
-    from vfsr_restore.face_detection import build_face_detector
-    from vfsr_restore.face_mask import build_face_mask
+    from vfsr_face.detection import build_face_detector
+    from vfsr_face.mask import build_face_mask
     from vfsr_restore.restorers import build_restorer
     from vfsr_restore.tracking import FaceSelection
 

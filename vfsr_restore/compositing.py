@@ -5,15 +5,15 @@ to crop pixels (:func:`crop_matrix`); pasting a restored crop of another size in
 times uses the exact inverse of that mapping composed with both resizes (:meth:`Compositor.paste`), so that with
 an identity restorer the pasted face lands where it was, to a small fraction of a pixel.
 
-The paste is blended with a mask (:mod:`vfsr_restore.face_mask`: the feathered template, or facexlib's face
+The paste is blended with a mask (:mod:`vfsr_face.mask`: the feathered template, or facexlib's face
 parsing averaged over the track) times the fade weight of the face.
 """
 import cv2
 import numpy as np
 
 from vfsr_data.face_landmarks import similarity_to_template
+from vfsr_face.mask import TemplateMask
 from vfsr_restore.background import lanczos_upscale
-from vfsr_restore.face_mask import TemplateMask
 
 
 def to_3x3(matrix: np.ndarray) -> np.ndarray:

@@ -34,10 +34,10 @@ import cv2
 import numpy as np
 import torch
 
-from datasets_prep.atomic_output import atomic_directory, write_text_atomically
-from vfsr_arch.checkpoint import read_checkpoint
+from vfsr_face.detection import DetectedFace
+from vfsr_io.atomic_output import atomic_directory, write_text_atomically
+from vfsr_io.checkpoint import read_checkpoint
 from vfsr_restore.compositing import Compositor, warp_crop
-from vfsr_restore.face_detection import DetectedFace
 from vfsr_restore.face_plan import FacePlanner, PlannedFace
 from vfsr_restore.media import (
     EncoderSettings,
@@ -506,7 +506,7 @@ def restore_file(input_path: str | Path, output: str | Path, settings: RestoreSe
                  on_frame=None) -> dict:
     """Restore one input (video, frames folder or image) into ``output``; returns the report (also written as
     JSON to ``report_path``, default ``<output>.json``). ``upsampler``: Real-ESRGAN for the background, or None
-    for Lanczos; ``face_mask``: a :mod:`vfsr_restore.face_mask` mask, or None for the template. ``on_frame(done,
+    for Lanczos; ``face_mask``: a :mod:`vfsr_face.mask` mask, or None for the template. ``on_frame(done,
     total)`` (videos) is called as each frame is decoded (``total``: the frames to restore, None when the container
     does not say); an exception it raises stops the restore there (a caller's cancel), as Ctrl-C does."""
     started = time.perf_counter()

@@ -17,7 +17,7 @@ values, for a weights-only file), so that a resumed run continues exactly where 
 
 Networks are built from BasicSR option dicts (``network_g``) through ``ARCH_REGISTRY``, so an option file of
 training builds the same network; :data:`OFFICIAL_MODELS` has the released configurations. Weights are read with
-``weights_only=True`` through :func:`vfsr_arch.checkpoint.load_network_weights`.
+``weights_only=True`` through :func:`vfsr_io.checkpoint.load_network_weights`.
 """
 from collections import defaultdict, deque
 from dataclasses import replace
@@ -30,12 +30,12 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 
 import vfsr_arch  # noqa: F401  (registers the networks)
-from datasets_prep.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
 from vfsr_arch.acceleration import AUTOCAST_DTYPES, autocast_context, compile_network, keep_freed_memory
-from vfsr_arch.checkpoint import load_network_weights
 from vfsr_arch.keep_arch import KEEP_RELEASES
 from vfsr_arch.vqgan_arch import CODEFORMER_RELEASES
 from vfsr_data.face_landmarks import downscale_points
+from vfsr_face.astronaut import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_WIDTH, ASTRONAUT_LANDMARKS
+from vfsr_io.checkpoint import load_network_weights
 from vfsr_restore.compositing import crop_matrix
 
 VIDFACE_RELEASES = 'Baidu Pan, linked from https://github.com/yuangan/VidFace (net_g_600000.pth)'

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vfsr_restore.face_detection import DetectedFace
+from vfsr_face.detection import DetectedFace
 
 
 def box_iou(box_a: np.ndarray, box_b: np.ndarray) -> float:

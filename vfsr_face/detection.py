@@ -22,7 +22,7 @@ import vfsr_compat  # noqa: F401  (facexlib repairs and offline weights, before 
 import numpy as np
 import torch
 
-from vfsr_arch.checkpoint import load_network_weights
+from vfsr_io.checkpoint import load_network_weights
 
 FACENET_INSTALL = 'pip install --no-deps facenet-pytorch==2.6.0'
 RETINAFACE_WEIGHTS = 'detection_Resnet50_Final.pth'

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from vfsr_arch.checkpoint import load_network_weights
+from vfsr_io.checkpoint import load_network_weights
 
 PARSING_WEIGHTS = 'parsing_parsenet.pth'
 PARSING_RELEASE = 'https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth'
